@@ -1,0 +1,56 @@
+"""crmframes: push polars frames into marketing platforms' bulk-import APIs.
+
+``import crmframes as cf`` registers the ``crm`` namespace on ``pl.DataFrame`` and
+``pl.LazyFrame``; connections build targets, targets are pure descriptions::
+
+    dd = cf.Dotdigital(username=..., password=...)
+    df.crm.plan(dd.contacts(address_book_id=123))
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from crmframes._accessor import CrmNamespace, register as _register
+from crmframes._errors import (
+    ColumnNotFoundError,
+    ConfigError,
+    CredentialsError,
+    CrmError,
+    FrameError,
+    PayloadError,
+)
+from crmframes._pipeline import Payload, Plan, payloads, plan, validate
+from crmframes._target import Limits, Target, registered as targets
+from crmframes.vendors.dengage import Dengage
+from crmframes.vendors.dotdigital import Dotdigital
+from crmframes.vendors.qualtrics import Qualtrics
+
+try:
+    __version__ = version("crmframes")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+_register()
+
+__all__ = [
+    "ColumnNotFoundError",
+    "ConfigError",
+    "CredentialsError",
+    "CrmError",
+    "CrmNamespace",
+    "Dengage",
+    "Dotdigital",
+    "FrameError",
+    "Limits",
+    "Payload",
+    "PayloadError",
+    "Plan",
+    "Qualtrics",
+    "Target",
+    "__version__",
+    "payloads",
+    "plan",
+    "targets",
+    "validate",
+]

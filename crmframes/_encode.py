@@ -1,0 +1,172 @@
+"""Pure, vectorised encoding: polars expressions that turn each row into its exact bytes.
+
+Every encoder here produces one ``String`` value per row that already carries its
+trailing separator, so ``str.len_bytes()`` of that column *is* the row's share of the
+request body: sizes are measured on the bytes we ship, never estimated.
+(measurements behind these choices: shared/reference/perf-notes.md)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+# Types no vendor payload can carry; a frame holding them is refused up front.
+UNSUPPORTED = (pl.Binary, pl.Object, pl.Duration)
+
+
+@dataclass(frozen=True)
+class DateFormats:
+    """How date-times are written; each vendor declares its own (chrono format strings)."""
+
+    naive: str = "%Y-%m-%dT%H:%M:%S%.f"  # ISO 8601, fraction only when non-zero
+    aware: str = "%Y-%m-%dT%H:%M:%S%.fZ"  # converted to UTC first
+    date: str = "%Y-%m-%d"
+    time: str = "%H:%M:%S"
+
+
+ISO = DateFormats()
+
+
+def is_unsupported(dtype: pl.DataType) -> bool:
+    """True when dtype (or anything nested in it) cannot be encoded."""
+    if isinstance(dtype, UNSUPPORTED):
+        return True
+    if isinstance(dtype, pl.Struct):
+        return any(is_unsupported(f.dtype) for f in dtype.fields)
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return is_unsupported(dtype.inner)
+    return False
+
+
+def is_nested(dtype: pl.DataType) -> bool:
+    return isinstance(dtype, (pl.Struct, pl.List, pl.Array))
+
+
+def _needs_rewrite(dtype: pl.DataType) -> bool:
+    if isinstance(dtype, (pl.Datetime, pl.Time, pl.Decimal, pl.Categorical, pl.Enum, pl.Array)):
+        return True
+    if isinstance(dtype, pl.Struct):
+        return any(_needs_rewrite(f.dtype) for f in dtype.fields)
+    if isinstance(dtype, pl.List):
+        return _needs_rewrite(dtype.inner)
+    return False
+
+
+def json_ready(expr: pl.Expr, dtype: pl.DataType, fmt: DateFormats = ISO) -> pl.Expr:
+    """Rewrite a column so that polars' ``json_encode`` writes what vendors document.
+
+    polars writes naive datetimes as ``"2024-01-02 03:04:05"`` (a space, not ISO) and
+    decimals as strings, so both are converted here, at every nesting level.
+    """
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is None:
+            return expr.dt.to_string(fmt.naive)
+        return expr.dt.convert_time_zone("UTC").dt.to_string(fmt.aware)
+    if isinstance(dtype, pl.Date):
+        return expr.dt.to_string(fmt.date)
+    if isinstance(dtype, pl.Time):
+        return expr.dt.to_string(fmt.time)
+    if isinstance(dtype, pl.Decimal):
+        return expr.cast(pl.Float64)  # vendors take JSON numbers, not decimal strings
+    if isinstance(dtype, (pl.Categorical, pl.Enum)):
+        return expr.cast(pl.String)
+    if isinstance(dtype, pl.Array):
+        return json_ready(expr.cast(pl.List(dtype.inner)), pl.List(dtype.inner), fmt)
+    if isinstance(dtype, pl.Struct) and _needs_rewrite(dtype):
+        fields = [
+            json_ready(expr.struct.field(f.name), f.dtype, fmt).alias(f.name) for f in dtype.fields
+        ]
+        return pl.when(expr.is_null()).then(None).otherwise(pl.struct(fields))
+    if isinstance(dtype, pl.List) and _needs_rewrite(dtype.inner):
+        return expr.list.eval(json_ready(pl.element(), dtype.inner, fmt))
+    return expr
+
+
+def json_object(columns: Sequence[tuple[str, pl.Expr, pl.DataType]], fmt: DateFormats = ISO) -> pl.Expr:
+    """One JSON object per row, keys in the given order: ``[(key, expr, dtype), ...]``."""
+    fields = [json_ready(e, d, fmt).alias(k) for k, e, d in columns]
+    if not fields:
+        return pl.lit("{}")
+    return pl.struct(fields).struct.json_encode()
+
+
+def json_key(name: str) -> str:
+    """The exact text polars writes for an object key (JSON string, UTF-8, not ASCII-escaped)."""
+    return json.dumps(name, ensure_ascii=False)
+
+
+def strip_nulls(encoded: pl.Expr, keys: Sequence[str], nested: bool) -> pl.Expr:
+    """Remove ``"key":null`` members instead of sending nulls (Qualtrics rejects them).
+
+    Literal replaces per key are nearly free; the regex pair is used only when nested
+    objects may hold nulls under keys we do not know. Inside an encoded string every
+    quote is escaped, so ``,"k":null`` can only be a member, never string content.
+    """
+    out = encoded
+    for key in keys:
+        k = json_key(key)
+        out = out.str.replace_all(f",{k}:null", "", literal=True)
+    for key in keys:
+        k = json_key(key)
+        out = out.str.replace_all("{" + f"{k}:null,", "{", literal=True)
+        out = out.str.replace_all("{" + f"{k}:null" + "}", "{}", literal=True)
+    if nested:
+        out = out.str.replace_all(r',"(?:[^"\\]|\\.)*":null', "")
+        out = out.str.replace_all(r'\{"(?:[^"\\]|\\.)*":null,', "{")
+        out = out.str.replace_all(r'\{"(?:[^"\\]|\\.)*":null\}', "{}")
+    return out
+
+
+def json_string(expr: pl.Expr) -> pl.Expr:
+    """Encode a String expression as a JSON string literal (quotes and escapes included)."""
+    name = "_s"
+    encoded = pl.struct(expr.cast(pl.String).alias(name)).struct.json_encode()
+    # '{"_s":' is 6 bytes; the closing '}' is 1 byte.
+    return encoded.str.slice(6).str.strip_suffix("}")
+
+
+# --- CSV -------------------------------------------------------------------------
+
+CSV_NEWLINE = "\r\n"  # RFC 4180 line ends; quoted fields may hold bare \n
+
+
+def csv_text(expr: pl.Expr, dtype: pl.DataType, fmt: DateFormats = ISO) -> pl.Expr:
+    """A column as the unquoted text of a CSV cell (null stays null)."""
+    if isinstance(dtype, pl.Boolean):
+        return pl.when(expr).then(pl.lit("true")).otherwise(pl.lit("false"))
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is None:
+            return expr.dt.to_string(fmt.naive)
+        return expr.dt.convert_time_zone("UTC").dt.to_string(fmt.aware)
+    if isinstance(dtype, pl.Date):
+        return expr.dt.to_string(fmt.date)
+    if isinstance(dtype, pl.Time):
+        return expr.dt.to_string(fmt.time)
+    if is_nested(dtype):
+        return json_object([("_v", expr, dtype)], fmt).str.slice(5).str.strip_suffix("}")
+    return expr.cast(pl.String)
+
+
+def csv_quote(text: pl.Expr) -> pl.Expr:
+    """Quote a cell when it holds a comma, quote, CR or LF, or edge whitespace; null → empty."""
+    needs = text.str.contains(r'[",\r\n]|^\s|\s$')
+    quoted = pl.lit('"') + text.str.replace_all('"', '""', literal=True) + pl.lit('"')
+    return pl.when(needs).then(quoted).otherwise(text).fill_null("")
+
+
+def csv_header(names: Sequence[str]) -> str:
+    cells = []
+    for n in names:
+        if any(c in n for c in ',"\r\n') or n != n.strip():
+            n = '"' + n.replace('"', '""') + '"'
+        cells.append(n)
+    return ",".join(cells) + CSV_NEWLINE
+
+
+def csv_row(cells: Sequence[pl.Expr]) -> pl.Expr:
+    """One CSV line per row, CRLF included."""
+    return pl.concat_str(list(cells), separator=",") + pl.lit(CSV_NEWLINE)

@@ -1,0 +1,63 @@
+"""The one error tree of crmframes.
+
+    CrmError                      base of everything raised on purpose
+    ├── ConfigError (ValueError)  a connection or target built with a bad option
+    │   └── CredentialsError      credentials missing where a call needs them
+    ├── FrameError (ValueError)   the frame cannot be used for the target at all
+    │   └── ColumnNotFoundError   a mapped or required column is absent
+    └── PayloadError              an internal guarantee broke while encoding (a bug)
+
+Row-level problems (a bad email, a null key, a row larger than a request) are never
+exceptions: they are rows of ``df.crm.validate(t)`` and outcome ``invalid`` in reports.
+Every message says what was expected, what was found, and what to try.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class CrmError(Exception):
+    """Base class of every error crmframes raises on purpose."""
+
+
+class ConfigError(CrmError, ValueError):
+    """A connection or target option is not one the vendor accepts."""
+
+
+class CredentialsError(ConfigError):
+    """Credentials are missing; the message names the argument and environment variable."""
+
+
+class FrameError(CrmError, ValueError):
+    """The frame cannot be encoded for this target (missing columns, unsupported types)."""
+
+
+class ColumnNotFoundError(FrameError, KeyError):
+    """A column the target needs is not in the frame."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class PayloadError(CrmError):
+    """An encoded body broke a guarantee (size, row count); this is a crmframes bug."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' Did you mean 'x'?' for the closest choice (case-insensitive), or ''."""
+    options = list(choices)
+    lowered = {c.lower(): c for c in options}
+    if name.lower() in lowered and lowered[name.lower()] != name:
+        return f" Did you mean {lowered[name.lower()]!r}?"
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    return f" Did you mean {lowered[close[0]]!r}?" if close else ""
+
+
+def one_of(value: object, allowed: Iterable[object], what: str) -> str:
+    """A message for a value outside an allowed set."""
+    allowed = list(allowed)
+    hint = did_you_mean(str(value), [str(a) for a in allowed])
+    listed = ", ".join(repr(a) for a in allowed)
+    return f"{what} must be one of {listed}; got {value!r}.{hint}"

@@ -1,0 +1,343 @@
+"""validate / plan / payloads over any frame, eager or lazy, in bounded batches.
+
+One pass per batch: run the target's row checks, encode the valid rows into their exact
+bytes, cut them into requests with the carried-over ``Partitioner``, and (for payloads)
+assemble bodies from slices of the encoded Arrow buffer, without re-encoding.
+Eager frames are walked in zero-copy slices, lazy frames with ``collect_batches`` so a
+file larger than memory is never collected whole.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from crmframes._errors import ColumnNotFoundError, FrameError, PayloadError
+from crmframes._partition import CLOSED_BY_END, Partitioner
+from crmframes._target import Binding, Problem, Target
+
+Frame = pl.DataFrame | pl.LazyFrame
+CHUNK_ROWS = 131_072  # rows per batch: bounds the encoded column held at once
+ASSUMED_UPLOAD_BYTES_PER_S = 5_000_000  # [I] for estimates only
+
+PROBLEM_SCHEMA = {"row": pl.Int64, "column": pl.String, "code": pl.String, "problem": pl.String}
+PARTITION_SCHEMA = {
+    "partition": pl.Int64, "rows": pl.Int64, "bytes": pl.Int64,
+    "first_row": pl.Int64, "last_row": pl.Int64, "closed_by": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One request body exactly as it would be sent, and the input rows inside it."""
+
+    partition: int
+    rows: pl.Series  # input row numbers (0-based), in body order
+    body: bytes
+    content_type: str
+
+    def __repr__(self) -> str:
+        return (f"Payload(partition={self.partition}, rows={len(self.rows)}, "
+                f"bytes={len(self.body)}, content_type={self.content_type!r})")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What submit would send: one row per request, and what would not be sent."""
+
+    target: Target
+    partitions: pl.DataFrame
+    problems: pl.DataFrame
+    input_rows: int
+    invalid_rows: int
+
+    @property
+    def requests(self) -> int:
+        return self.partitions.height
+
+    @property
+    def bytes(self) -> int:
+        return int(self.partitions["bytes"].sum() or 0)
+
+    @property
+    def valid_rows(self) -> int:
+        return self.input_rows - self.invalid_rows
+
+    @property
+    def estimated_seconds(self) -> float:
+        """A rough duration from the target's concurrency / interval limits (not a promise)."""
+        lim = self.target.limits
+        n = self.requests
+        if n == 0:
+            return 0.0
+        upload = self.bytes / ASSUMED_UPLOAD_BYTES_PER_S
+        if lim.min_interval:
+            return (n - 1) * lim.min_interval + lim.typical_job_seconds + upload
+        slots = lim.max_concurrent or 1
+        return math.ceil(n / slots) * lim.typical_job_seconds + upload
+
+    def _summary(self) -> list[tuple[str, str]]:
+        lim = self.target.limits
+        limits = ", ".join(
+            s for s in (
+                f"{lim.max_bytes:,} bytes" if lim.max_bytes else "",
+                f"{lim.max_records:,} records" if lim.max_records else "",
+            ) if s
+        ) or "none"
+        return [
+            ("target", repr(self.target)),
+            ("input rows", f"{self.input_rows:,}"),
+            ("valid rows", f"{self.valid_rows:,}"),
+            ("invalid rows", f"{self.invalid_rows:,} (see .problems)"),
+            ("requests", f"{self.requests:,} (limit per request: {limits})"),
+            ("bytes", f"{self.bytes:,}"),
+            ("estimated time", f"~{self.estimated_seconds:,.0f} s"),
+        ]
+
+    def __repr__(self) -> str:
+        lines = ["Plan"] + [f"  {k:<15}{v}" for k, v in self._summary()]
+        with pl.Config(tbl_rows=10, tbl_hide_dataframe_shape=False):
+            lines.append(str(self.partitions))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
+            f"{html.escape(v)}</td></tr>"
+            for k, v in self._summary()
+        )
+        return f"<div><b>crmframes plan</b><table>{rows}</table>{self.partitions.head(20)._repr_html_()}</div>"
+
+
+# --- the pass ------------------------------------------------------------------
+
+
+def schema_of(frame: Frame) -> pl.Schema:
+    return frame.collect_schema() if isinstance(frame, pl.LazyFrame) else frame.schema
+
+
+def bind(frame: Frame, target: Target) -> Binding:
+    if not isinstance(frame, (pl.DataFrame, pl.LazyFrame)):
+        raise FrameError(f"expected a polars DataFrame or LazyFrame; got {type(frame).__name__}")
+    return target.bind(schema_of(frame))
+
+
+def require_usable(binding: Binding) -> None:
+    """Raise when the frame cannot be encoded at all, listing every reason at once."""
+    if not binding.problems:
+        return
+    text = "\n  - ".join(p.problem for p in binding.problems)
+    cls = ColumnNotFoundError if any(p.code == "missing_column" for p in binding.problems) else FrameError
+    raise cls(f"the frame cannot be sent to {binding.target.name}:\n  - {text}")
+
+
+def _batches(frame: Frame, chunk_rows: int) -> Iterator[pl.DataFrame]:
+    if isinstance(frame, pl.LazyFrame):
+        yield from frame.collect_batches(chunk_size=chunk_rows)
+        return
+    for offset in range(0, frame.height, chunk_rows):
+        yield frame.slice(offset, chunk_rows)
+
+
+def _duplicates(frame: Frame, binding: Binding) -> pl.DataFrame | None:
+    """Keys that occur more than once, with the row of their first occurrence."""
+    u = binding.unique
+    if u is None:
+        return None
+    lf = frame.lazy() if isinstance(frame, pl.DataFrame) else frame
+    return (
+        lf.select(u.key.alias("_key"))
+        .with_row_index("_first")
+        .filter(pl.col("_key").is_not_null())
+        .group_by("_key")
+        .agg(pl.col("_first").min(), pl.len().alias("_n"))
+        .filter(pl.col("_n") > 1)
+        .select("_key", pl.col("_first").cast(pl.Int64))
+        .collect(engine="streaming")
+    )
+
+
+@dataclass
+class _Closed:
+    rows: np.ndarray
+    rows_bytes: int
+    closed_by: str
+    pieces: list[memoryview] = field(default_factory=list)
+
+
+@dataclass
+class _Pass:
+    """Results streamed out of one pass over the frame."""
+
+    problems: list[pl.DataFrame] = field(default_factory=list)
+    input_rows: int = 0
+
+
+def _row_problems(batch: pl.DataFrame, binding: Binding, rows: np.ndarray,
+                  dups: pl.DataFrame | None) -> tuple[pl.DataFrame, np.ndarray]:
+    """Row problems of a batch and the mask of rows that passed every check."""
+    n = batch.height
+    frames = []
+    bad = np.zeros(n, dtype=bool)
+    if binding.checks:
+        masks = batch.select(
+            [c.invalid.fill_null(False).alias(f"_c{i}") for i, c in enumerate(binding.checks)]
+        )
+        for i, check in enumerate(binding.checks):
+            m = masks.get_column(f"_c{i}").to_numpy()
+            if m.any():
+                bad |= m
+                hit = rows[m]
+                frames.append(pl.DataFrame({
+                    "row": hit, "column": [check.column] * len(hit),
+                    "code": [check.code] * len(hit), "problem": [check.problem] * len(hit),
+                }, schema=PROBLEM_SCHEMA))
+    if dups is not None and dups.height:
+        u = binding.unique
+        assert u is not None
+        keyed = batch.select(u.key.alias("_key")).with_columns(pl.Series("row", rows))
+        joined = keyed.join(dups, on="_key", how="left", maintain_order="left")
+        first = joined.get_column("_first").to_numpy()
+        m = ~np.isnan(first.astype(np.float64)) & (first != rows)
+        if m.any():
+            bad |= m
+            hit = rows[m]
+            frames.append(pl.DataFrame({
+                "row": hit, "column": [u.column] * len(hit), "code": ["duplicate_key"] * len(hit),
+                "problem": [f"duplicate {u.what}: the vendor rejects repeats within an import; "
+                            f"row {int(f)} has the same value and is sent instead. Drop or merge "
+                            "the duplicates (unique(keep='first'))." for f in first[m]],
+            }, schema=PROBLEM_SCHEMA))
+    return (pl.concat(frames) if frames else pl.DataFrame(schema=PROBLEM_SCHEMA)), ~bad
+
+
+def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK_ROWS,
+        stats: _Pass | None = None) -> Iterator[_Closed]:
+    """Yield each closed partition in order; problems and counts go to ``stats``."""
+    require_usable(binding)
+    assert binding.encode is not None
+    stats = stats if stats is not None else _Pass()
+    lim = binding.target.limits
+    framing = binding.framing
+    budget = framing.row_budget(lim.max_bytes)
+    part = Partitioner(budget, lim.max_records)
+    dups = _duplicates(frame, binding)
+    open_rows: list[np.ndarray] = []
+    open_pieces: list[memoryview] = []
+    open_bytes = 0
+    offset = 0
+    for batch in _batches(frame, chunk_rows):
+        n = batch.height
+        if n == 0:
+            continue
+        rows = np.arange(offset, offset + n, dtype=np.int64)
+        offset += n
+        stats.input_rows += n
+        problems, ok = _row_problems(batch, binding, rows, dups)
+        encoded = batch.filter(pl.Series(ok)).select(binding.encode.alias("_r")).get_column("_r")
+        lengths = encoded.str.len_bytes().to_numpy().astype(np.int64)
+        rows = rows[ok]
+        fits = part.fits_alone(lengths)
+        if not fits.all():
+            big = ~fits
+            limit = lim.max_bytes
+            problems = pl.concat([problems, pl.DataFrame({
+                "row": rows[big], "column": [None] * int(big.sum()),
+                "code": ["row_too_large"] * int(big.sum()),
+                "problem": [f"this row alone encodes to {framing.body_size(int(b)):,} bytes with "
+                            f"the request envelope; the limit is {limit:,} bytes per request. "
+                            "Shorten or split its values." for b in lengths[big]],
+            }, schema=PROBLEM_SCHEMA)])
+            encoded = encoded.filter(pl.Series(fits))
+            lengths = lengths[fits]
+            rows = rows[fits]
+        if problems.height:
+            stats.problems.append(problems)
+        if bodies and len(encoded):
+            arr = encoded.to_arrow(compat_level=pl.CompatLevel.oldest())
+            if isinstance(arr, pa.ChunkedArray):
+                arr = arr.combine_chunks()
+            _, offs_buf, data_buf = arr.buffers()
+            offs = np.frombuffer(offs_buf, dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
+            data = memoryview(data_buf)  # type: ignore[arg-type]
+        for cut in part.feed(lengths):
+            if cut.stop > cut.start:
+                open_rows.append(rows[cut.start:cut.stop])
+                open_bytes += int(lengths[cut.start:cut.stop].sum())
+                if bodies:
+                    open_pieces.append(data[int(offs[cut.start]):int(offs[cut.stop])])
+            if cut.closes is not None:
+                yield _Closed(np.concatenate(open_rows), open_bytes, cut.closes, open_pieces)
+                open_rows, open_pieces, open_bytes = [], [], 0
+    if part.finish():
+        yield _Closed(np.concatenate(open_rows), open_bytes, CLOSED_BY_END, open_pieces)
+
+
+def collect_problems(stats: _Pass, binding: Binding) -> pl.DataFrame:
+    frames = [pl.DataFrame(
+        {"row": [p.row for p in binding.problems], "column": [p.column for p in binding.problems],
+         "code": [p.code for p in binding.problems], "problem": [p.problem for p in binding.problems]},
+        schema=PROBLEM_SCHEMA,
+    )] + stats.problems
+    return pl.concat(frames).sort("row", nulls_last=False, maintain_order=True)
+
+
+# --- the public verbs ----------------------------------------------------------
+
+
+def validate(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> pl.DataFrame:
+    """Problems as a frame ``(row, column, code, problem)``; empty means clean."""
+    binding = bind(frame, target)
+    stats = _Pass()
+    if binding.problems:
+        # The frame cannot be encoded; still report every row-level problem we can check.
+        for batch in _batches(frame, chunk_rows):
+            rows = np.arange(stats.input_rows, stats.input_rows + batch.height, dtype=np.int64)
+            stats.input_rows += batch.height
+            problems, _ = _row_problems(batch, binding, rows, None)
+            if problems.height:
+                stats.problems.append(problems)
+        return collect_problems(stats, binding)
+    for _ in run(frame, binding, bodies=False, chunk_rows=chunk_rows, stats=stats):
+        pass
+    return collect_problems(stats, binding)
+
+
+def plan(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Plan:
+    binding = bind(frame, target)
+    stats = _Pass()
+    parts = []
+    for i, closed in enumerate(run(frame, binding, bodies=False, chunk_rows=chunk_rows, stats=stats)):
+        parts.append((i, len(closed.rows), binding.framing.body_size(closed.rows_bytes),
+                      int(closed.rows[0]), int(closed.rows[-1]), closed.closed_by))
+    partitions = pl.DataFrame(parts, schema=PARTITION_SCHEMA, orient="row")
+    problems = collect_problems(stats, binding)
+    invalid = problems.filter(pl.col("row").is_not_null()).get_column("row").n_unique()
+    return Plan(target, partitions, problems, stats.input_rows, invalid)
+
+
+def payloads(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Iterator[Payload]:
+    """Lazily yield every request body; the frame is read once, one batch at a time."""
+    binding = bind(frame, target)
+    require_usable(binding)  # fail at the call, not at the first next()
+    return _payloads(frame, binding, chunk_rows)
+
+
+def _payloads(frame: Frame, binding: Binding, chunk_rows: int) -> Iterator[Payload]:
+    framing = binding.framing
+    limit = binding.target.limits.max_bytes
+    for i, closed in enumerate(run(frame, binding, bodies=True, chunk_rows=chunk_rows)):
+        body = framing.body(closed.pieces)
+        expected = framing.body_size(closed.rows_bytes)
+        if len(body) != expected or (limit is not None and len(body) > limit):
+            raise PayloadError(
+                f"partition {i}: body is {len(body)} bytes, sized as {expected} "
+                f"(limit {limit}); please report this bug"
+            )
+        yield Payload(i, pl.Series("row", closed.rows, dtype=pl.Int64), body, framing.content_type)

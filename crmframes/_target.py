@@ -1,0 +1,162 @@
+"""What every target declares: limits as data, column binding, checks, framing.
+
+A target is a frozen description (no I/O). ``target.bind(schema)`` resolves it against
+a frame's columns into a ``Binding``: the frame-level problems, the row checks, the
+row encoder and the request framing that the pipeline (``_pipeline``) runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import polars as pl
+
+from crmframes._errors import ConfigError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A vendor endpoint's limits; every number carries the source it comes from.
+
+    ``max_bytes`` bounds the whole request body; ``max_records`` the rows in it;
+    ``max_concurrent`` the imports running at once (per ``concurrency_scope``);
+    ``min_interval`` the seconds between two calls. ``typical_job_seconds`` is only
+    used for plan estimates.
+    """
+
+    max_bytes: int | None
+    max_records: int | None
+    max_concurrent: int | None
+    min_interval: float | None
+    concurrency_scope: str
+    typical_job_seconds: float
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A frame-level problem (row is None) or a row problem found outside checks."""
+
+    row: int | None
+    column: str | None
+    code: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class Check:
+    """A vectorised row check: ``invalid`` is a boolean expression, True = problem."""
+
+    column: str | None
+    code: str
+    problem: str
+    invalid: pl.Expr
+
+
+@dataclass(frozen=True)
+class UniqueKey:
+    """Rows sharing ``key`` in one import are rejected by the vendor: keep the first."""
+
+    column: str
+    key: pl.Expr  # normalised the way the vendor compares (e.g. lower-cased email)
+    what: str
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How rows become a body: ``prefix + transform(head + rows - trim) + suffix``."""
+
+    prefix: bytes
+    suffix: bytes
+    head: bytes = b""
+    trim: int = 0  # bytes of the last row's separator that the body does not carry
+    base64: bool = False
+    content_type: str = "application/json"
+
+    def row_budget(self, max_bytes: int | None) -> int | None:
+        """Largest sum of row lengths (separators included) that keeps the body in limit."""
+        if max_bytes is None:
+            return None
+        room = max_bytes - len(self.prefix) - len(self.suffix)
+        if self.base64:  # base64 writes 4 bytes for every 3, rounded up
+            room = (room // 4) * 3
+        return room - len(self.head) + self.trim
+
+    def body_size(self, rows_bytes: int) -> int:
+        content = len(self.head) + rows_bytes - self.trim
+        if self.base64:
+            content = 4 * math.ceil(content / 3)
+        return len(self.prefix) + content + len(self.suffix)
+
+    def body(self, pieces: Sequence[bytes | memoryview]) -> bytes:
+        content = b"".join([self.head, *pieces])
+        if self.trim:
+            content = content[: -self.trim]
+        if self.base64:
+            content = base64.b64encode(content)
+        return b"".join((self.prefix, content, self.suffix))
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A target resolved against one frame schema."""
+
+    target: Target
+    problems: tuple[Problem, ...]  # frame-level; non-empty means the frame is unusable
+    checks: tuple[Check, ...]
+    unique: UniqueKey | None
+    encode: pl.Expr | None  # one String per row, separator included
+    framing: Framing
+
+
+class Target:
+    """Base of every vendor target. Subclasses are frozen dataclasses."""
+
+    name: ClassVar[str]
+    limits: ClassVar[Limits]
+
+    def bind(self, schema: pl.Schema) -> Binding:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Options as plain data (no secrets): for reprs, the journal and the CLI."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())
+        return f"<{self.name} {opts}>"
+
+
+# --- registry: one declaration per endpoint; duplicate names fail loudly -------------
+
+TargetFactory = Callable[..., Target]
+_REGISTRY: dict[str, type[Target]] = {}
+
+
+def register(cls: type[Target]) -> type[Target]:
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise RuntimeError(f"target {cls.name!r} is declared twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def target_class(name: str) -> type[Target]:
+    import crmframes.vendors  # noqa: F401  (declarations register themselves)
+
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ConfigError(
+            f"unknown target {name!r}; known targets: {known}.{did_you_mean(name, _REGISTRY)}"
+        ) from None
+
+
+def registered() -> dict[str, type[Target]]:
+    import crmframes.vendors  # noqa: F401
+
+    return dict(sorted(_REGISTRY.items()))

@@ -1,0 +1,371 @@
+"""Dotdigital: the connection and its three bulk-import targets.
+
+Contract and sources: shared/vendors/CONTRACTS.md §1–§3; request bodies are checked
+against Dotdigital's OpenAPI documents in the tests.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import polars as pl
+
+from crmframes import _checks as chk
+from crmframes._connection import Secret, clean_base_url, host, need, option, secret
+from crmframes._encode import (
+    ISO,
+    csv_header,
+    csv_quote,
+    csv_row,
+    csv_text,
+    json_key,
+    json_object,
+    json_string,
+    strip_nulls,
+)
+from crmframes._errors import ConfigError, one_of
+from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, UniqueKey, register
+
+DOCS = "https://developer.dotdigital.com/reference/"
+HOSTS = {  # DD-TD servers; DD-WEB:api-endpoints
+    "r1": "https://r1-api.dotdigital.com",
+    "r2": "https://r2-api.dotdigital.com",
+    "r3": "https://r3-api.dotdigital.com",
+}
+MB50 = 50_000_000  # "50 MB"; the decimal reading is the smaller, so the safe one [I]
+
+MERGE_OPTIONS = {  # DD-SW enum names; DD-AB documents the same as "0" | "1" | "2"
+    "Overwrite": 0,
+    "OnlyOverwriteIfNotEmpty": 1,
+    "OnlyOverwriteIfContactDataNotPopulated": 2,
+}
+INSIGHT_TYPES = (  # DD-ID collectionType enum
+    "cartInsight", "catalog", "consentInsight", "custom", "easyEditorExtensions",
+    "nostoEmailCampaigns", "orders", "productCategories", "webInsight", "wishList",
+)
+SCOPES = ("account", "contact")
+IDENTITIES = ("email", "contactId", "mobileNumber")  # or a custom identifier name (DD-ID)
+# v2 collection names: letters, digits and _, not starting with a digit, ≤ 255 (DD-WEB)
+V2_COLLECTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+# v3 collection names: the DD-ID schema pattern (allows '-', at least two characters)
+V3_COLLECTION = re.compile(r"^[-A-Za-z_][-A-Za-z0-9_]{1,254}$")
+MAX_KEY = 255  # [I] keys are stored as strings; no documented limit, 255 matches names
+
+
+def _limits(max_concurrent: int | None, slug: str, extra: dict[str, str]) -> Limits:
+    return Limits(
+        max_bytes=MB50, max_records=None, max_concurrent=max_concurrent, min_interval=None,
+        concurrency_scope="account", typical_job_seconds=30.0,
+        sources={"max_bytes": DOCS + slug, "typical_job_seconds": "[I] estimate", **extra},
+    )
+
+
+class Dotdigital:
+    """A Dotdigital API user. Credentials: arguments or DOTDIGITAL_USERNAME / _PASSWORD."""
+
+    vendor = "Dotdigital"
+
+    def __init__(self, username: str | None = None, password: str | Secret | None = None, *,
+                 region: str | None = None, base_url: str | None = None) -> None:
+        self.username = option(username, "DOTDIGITAL_USERNAME")
+        self.password = secret(password, "DOTDIGITAL_PASSWORD")
+        self.region = option(region, "DOTDIGITAL_REGION", "r1") or "r1"
+        url = option(base_url, "DOTDIGITAL_BASE_URL")
+        self.base_url = clean_base_url(url) if url else host(self.region, HOSTS, "region", "DOTDIGITAL_REGION")
+
+    def __repr__(self) -> str:
+        creds = "set" if self.username and self.password else "missing"
+        return f"Dotdigital(username={self.username!r}, password=***, region={self.region!r}, base_url={self.base_url!r}, credentials={creds})"
+
+    def auth(self) -> tuple[str, str]:
+        """HTTP Basic credentials for the engine; raises when they are missing."""
+        need(self.username, "username", "DOTDIGITAL_USERNAME", self.vendor)
+        need(self.password, "password", "DOTDIGITAL_PASSWORD", self.vendor)
+        assert self.username is not None and self.password is not None
+        return self.username, self.password.reveal()
+
+    def contacts(self, address_book_id: int, merge_option: str | int = "OnlyOverwriteIfNotEmpty", *,
+                 email: str | None = None, fields: Sequence[str] | None = None,
+                 upload: str = "multipart") -> DotdigitalContacts:
+        return DotdigitalContacts(self, address_book_id, merge_option, email, _tuple(fields), upload)
+
+    def transactional_data(self, collection: str, *, key: str, contact: str | None = None,
+                           scope: str = "contact", fields: Sequence[str] | None = None) -> DotdigitalTransactionalData:
+        return DotdigitalTransactionalData(self, collection, key, contact, scope, _tuple(fields))
+
+    def insight_data(self, collection: str, *, scope: str, type: str, key: str,  # noqa: A002
+                     identity: str = "email", contact: str | None = None,
+                     fields: Sequence[str] | None = None) -> DotdigitalInsightData:
+        return DotdigitalInsightData(self, collection, scope, type, key, identity, contact, _tuple(fields))
+
+
+def _tuple(fields: Sequence[str] | None) -> tuple[str, ...] | None:
+    if fields is None:
+        return None
+    if isinstance(fields, str):
+        raise ConfigError(f"fields must be a list of column names, not a string; got {fields!r}")
+    return tuple(fields)
+
+
+def _free_fields(schema: pl.Schema, chosen: tuple[str, ...] | None, mapped: Sequence[str | None],
+                 argument: str = "fields") -> tuple[list[str], list[Problem]]:
+    """Columns that go where the vendor takes free fields: given, or all not mapped."""
+    if chosen is not None:
+        return [f for f in chosen if f in schema], chk.unknown_fields(schema, chosen, argument)
+    return [c for c in schema.names() if c not in mapped], []
+
+
+def _check_collection(name: object, pattern: re.Pattern[str], rule: str) -> str:
+    if not isinstance(name, str) or not pattern.match(name):
+        raise ConfigError(f"collection name {name!r} is not allowed: {rule}.")
+    return name
+
+
+# --- contacts import with merge option (v2, CSV) ---------------------------------
+
+
+@register
+@dataclass(frozen=True, repr=False)
+class DotdigitalContacts(Target):
+    """``POST /v2/address-books/{id}/contacts/import/with-merge-option/{mergeOption}``."""
+
+    connection: Dotdigital = field(compare=False)
+    address_book_id: int
+    merge_option: str | int
+    email: str | None = None
+    fields: tuple[str, ...] | None = None
+    upload: str = "multipart"
+    boundary: str = field(default_factory=lambda: "crmframes-" + uuid.uuid4().hex)
+
+    name: ClassVar[str] = "dotdigital.contacts"
+    limits: ClassVar[Limits] = _limits(
+        25, "bulk-import-contacts-in-address-book-with-merge-option",
+        {"max_concurrent": DOCS + "bulk-import-contacts-in-address-book-with-merge-option"},
+    )
+
+    def __post_init__(self) -> None:
+        ab = self.address_book_id
+        if isinstance(ab, bool) or not isinstance(ab, int) or not 0 < ab < 2**31:
+            raise ConfigError(f"address_book_id must be a positive 32-bit integer (the address "
+                              f"book's ID in Dotdigital); got {ab!r}")
+        object.__setattr__(self, "merge_option", _merge_option(self.merge_option))
+        if self.upload not in ("multipart", "json"):
+            raise ConfigError(one_of(self.upload, ("multipart", "json"), "upload"))
+
+    def describe(self) -> dict[str, Any]:
+        return {"address_book_id": self.address_book_id, "merge_option": self.merge_option,
+                "email": self.email, "fields": self.fields, "upload": self.upload}
+
+    @property
+    def path(self) -> str:
+        return f"/v2/address-books/{self.address_book_id}/contacts/import/with-merge-option/{self.merge_option}"
+
+    def bind(self, schema: pl.Schema) -> Binding:
+        email, problems = chk.resolve(schema, self.email, ["Email"], "the contact email", "email")
+        data, more = _free_fields(schema, self.fields, [email])
+        problems += more
+        problems += chk.unsupported(schema, data, allow_nested=False, vendor="a Dotdigital data field")
+        clashes = [d for d in data if d.lower() == "email"]
+        for d in clashes:
+            problems.append(Problem(None, d, "duplicate_column",
+                                    f"column {d!r} would be a second Email column; drop or rename it."))
+        checks: list[Check] = chk.finite(schema, data)
+        unique = None
+        if email is not None:
+            checks = [chk.not_null(email, "the email"), chk.email(email), *checks]
+            unique = UniqueKey(email, pl.col(email).cast(pl.String).str.to_lowercase(), "email address")
+        encode = None
+        if not problems:
+            assert email is not None
+            cells = [csv_quote(csv_text(pl.col(c), schema[c])) for c in [email, *data]]
+            encode = csv_row(cells)
+        head = csv_header(["Email", *data]).encode()
+        return Binding(self, tuple(problems), tuple(checks), unique, encode, self._framing(head))
+
+    def _framing(self, head: bytes) -> Framing:
+        filename = "contacts.csv"
+        if self.upload == "json":  # ApiFileMedia: {"fileName", "data": base64}
+            return Framing(f'{{"fileName":"{filename}","data":"'.encode(), b'"}', head=head, base64=True)
+        b = self.boundary
+        prefix = (f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+                  "Content-Type: text/csv\r\n\r\n").encode()
+        return Framing(prefix, f"\r\n--{b}--\r\n".encode(), head=head,
+                       content_type=f"multipart/form-data; boundary={b}")
+
+
+def _merge_option(value: object) -> str:
+    by_number = {str(n): name for name, n in MERGE_OPTIONS.items()}
+    if isinstance(value, int) and not isinstance(value, bool) and str(value) in by_number:
+        return by_number[str(value)]
+    if isinstance(value, str):
+        if value in by_number:
+            return by_number[value]
+        for name in MERGE_OPTIONS:
+            if name.lower() == value.lower():
+                return name
+    allowed = [*MERGE_OPTIONS, 0, 1, 2]
+    raise ConfigError(one_of(value, allowed, "merge_option") +
+                      " (0 = overwrite all fields, 1 = blank values don't overwrite, "
+                      "2 = only fill fields that are empty)")
+
+
+# --- transactional data (v2, JSON array) -----------------------------------------
+
+
+@register
+@dataclass(frozen=True, repr=False)
+class DotdigitalTransactionalData(Target):
+    """``POST /v2/contacts/transactional-data/import/{collectionName}``."""
+
+    connection: Dotdigital = field(compare=False)
+    collection: str
+    key: str
+    contact: str | None = None
+    scope: str = "contact"
+    fields: tuple[str, ...] | None = None
+
+    name: ClassVar[str] = "dotdigital.transactional_data"
+    limits: ClassVar[Limits] = _limits(None, "bulk-add-transactional-data-to-contacts", {})
+
+    def __post_init__(self) -> None:
+        _check_collection(self.collection, V2_COLLECTION,
+                          "letters, digits and '_' only, not starting with a digit, at most 255 characters")
+        if self.scope not in SCOPES:
+            raise ConfigError(one_of(self.scope, SCOPES, "scope"))
+        if self.scope == "account" and self.contact is not None:
+            raise ConfigError("scope='account' data belongs to no contact; drop contact=...")
+        if not isinstance(self.key, str):
+            raise ConfigError(f"key must name the column holding each record's key; got {self.key!r}")
+
+    def describe(self) -> dict[str, Any]:
+        return {"collection": self.collection, "key": self.key, "contact": self.contact,
+                "scope": self.scope, "fields": self.fields}
+
+    @property
+    def path(self) -> str:
+        return f"/v2/contacts/transactional-data/import/{self.collection}"
+
+    def bind(self, schema: pl.Schema) -> Binding:
+        return _bind_records(self, schema, self.key, self.scope, "email", self.contact, self.fields,
+                             self._encode, Framing(b"[", b"]", trim=1))
+
+    def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema) -> pl.Expr:
+        inner = strip_nulls(json_object([(c, pl.col(c), schema[c]) for c in data], ISO), data, nested=True)
+        ident = pl.lit('"account"') if contact is None else json_string(pl.col(contact))
+        return pl.concat_str([
+            pl.lit('{"key":'), json_string(pl.col(key)), pl.lit(',"contactIdentifier":'), ident,
+            pl.lit(',"json":'), json_string(inner), pl.lit("},"),
+        ])
+
+
+# --- Insight data (v3, JSON envelope) -----------------------------------------------
+
+
+@register
+@dataclass(frozen=True, repr=False)
+class DotdigitalInsightData(Target):
+    """``PUT /insightData/v3/import``."""
+
+    connection: Dotdigital = field(compare=False)
+    collection: str
+    scope: str
+    type: str
+    key: str
+    identity: str = "email"
+    contact: str | None = None
+    fields: tuple[str, ...] | None = None
+
+    name: ClassVar[str] = "dotdigital.insight_data"
+    limits: ClassVar[Limits] = _limits(5, "importinsightdata", {"max_concurrent": DOCS + "importinsightdata"})
+
+    def __post_init__(self) -> None:
+        _check_collection(self.collection, V3_COLLECTION,
+                          "2–255 characters: letters, digits, '-' and '_', not starting with a digit")
+        if self.scope not in SCOPES:
+            raise ConfigError(one_of(self.scope, SCOPES, "scope"))
+        canon = {t.lower(): t for t in INSIGHT_TYPES}
+        if not isinstance(self.type, str) or self.type.lower() not in canon:
+            raise ConfigError(one_of(self.type, INSIGHT_TYPES, "type"))
+        object.__setattr__(self, "type", canon[self.type.lower()])
+        if not isinstance(self.identity, str) or not self.identity.strip():
+            raise ConfigError(f"identity must be one of {IDENTITIES} or a custom identifier name; got {self.identity!r}")
+        if self.scope == "account" and self.contact is not None:
+            raise ConfigError("scope='account' records belong to no contact; drop contact=...")
+
+    def describe(self) -> dict[str, Any]:
+        return {"collection": self.collection, "scope": self.scope, "type": self.type, "key": self.key,
+                "identity": self.identity, "contact": self.contact, "fields": self.fields}
+
+    path: ClassVar[str] = "/insightData/v3/import"
+
+    def bind(self, schema: pl.Schema) -> Binding:
+        head = {"collectionName": self.collection, "collectionScope": self.scope,
+                "collectionType": self.type}
+        import json
+
+        prefix = (json.dumps(head, separators=(",", ":"), ensure_ascii=False)[:-1] + ',"records":[').encode()
+        return _bind_records(self, schema, self.key, self.scope, self.identity, self.contact, self.fields,
+                             self._encode, Framing(prefix, b"]}", trim=1))
+
+    def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema) -> pl.Expr:
+        inner = strip_nulls(json_object([(c, pl.col(c), schema[c]) for c in data], ISO), data, nested=True)
+        parts = [pl.lit('{"key":'), json_string(pl.col(key))]
+        if contact is not None:
+            parts += [pl.lit(',"contactIdentity":{"identifier":' + json_key(self.identity) + ',"value":'),
+                      json_string(pl.col(contact)), pl.lit("}")]
+        parts += [pl.lit(',"json":'), inner, pl.lit("},")]
+        return pl.concat_str(parts)
+
+
+def _bind_records(target: Target, schema: pl.Schema, key_arg: str, scope: str, identity: str,
+                  contact_arg: str | None, fields: tuple[str, ...] | None, encode: Any,
+                  framing: Framing) -> Binding:
+    """Shared binding of the two keyed-record targets (v2 transactional, v3 insight)."""
+    key, problems = chk.resolve(schema, key_arg, [key_arg], "the record key", "key")
+    contact = None
+    if scope == "contact":
+        contact, more = chk.resolve(schema, contact_arg, [identity],
+                                    f"the contact identifier ({identity})", "contact")
+        problems += more
+    data, more = _free_fields(schema, fields, [key, contact])
+    problems += more
+    problems += chk.unsupported(schema, data, allow_nested=True, vendor="Dotdigital")
+    problems += _nested_arrays(schema, data)
+    checks: list[Check] = []
+    if key is not None:
+        checks += [chk.not_null(key, "the record key"), chk.max_chars(key, MAX_KEY, "the record key")]
+    if contact is not None:
+        checks.append(chk.not_null(contact, "the contact identifier"))
+        if identity == "email":
+            # v2 accepts an email or a numeric contact ID in the same field (DD-TD)
+            is_id = pl.col(contact).cast(pl.String).str.contains(r"^\d+$")
+            e = chk.email(contact, "the contact email")
+            checks.append(Check(e.column, e.code, e.problem, e.invalid & ~is_id))
+        elif identity == "mobileNumber":
+            checks.append(Check(contact, "invalid_mobile",
+                                "the mobile number must be digits with an optional leading '+'.",
+                                ~pl.col(contact).cast(pl.String).str.contains(r"^\+?\d{6,15}$")))
+    checks += chk.finite(schema, data)
+    unique = UniqueKey(key, pl.col(key).cast(pl.String), "record key") if key is not None else None
+    enc = None if problems else encode(key, contact, data, schema)
+    return Binding(target, tuple(problems), tuple(checks), unique, enc, framing)
+
+
+def _nested_arrays(schema: pl.Schema, columns: list[str]) -> list[Problem]:
+    """Dotdigital rejects arrays inside arrays (fault JsonContainsNestedArray)."""
+
+    def has(dtype: pl.DataType, in_list: bool) -> bool:
+        if isinstance(dtype, (pl.List, pl.Array)):
+            return in_list or has(dtype.inner, True)
+        if isinstance(dtype, pl.Struct):
+            return any(has(f.dtype, False) for f in dtype.fields)
+        return False
+
+    return [Problem(None, c, "nested_array",
+                    f"column {c!r} ({schema[c]}) holds a list inside a list, which Dotdigital "
+                    "rejects (JsonContainsNestedArray); flatten the inner lists.")
+            for c in columns if has(schema[c], False)]

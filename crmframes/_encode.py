@@ -137,7 +137,7 @@ CSV_NEWLINE = "\r\n"  # RFC 4180 line ends; quoted fields may hold bare \n
 def csv_text(expr: pl.Expr, dtype: pl.DataType, fmt: DateFormats = ISO) -> pl.Expr:
     """A column as the unquoted text of a CSV cell (null stays null)."""
     if isinstance(dtype, pl.Boolean):
-        return pl.when(expr).then(pl.lit("true")).otherwise(pl.lit("false"))
+        return expr.cast(pl.String)  # "true" / "false", null stays null
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is None:
             return expr.dt.to_string(fmt.naive)

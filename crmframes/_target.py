@@ -8,6 +8,8 @@ row encoder and the request framing that the pipeline (``_pipeline``) runs.
 from __future__ import annotations
 
 import base64
+import copy
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,9 +95,9 @@ class Framing:
         return len(self.prefix) + content + len(self.suffix)
 
     def body(self, pieces: Sequence[bytes | memoryview]) -> bytes:
+        if self.trim and pieces:  # drop the last row's separator without copying
+            pieces = [*pieces[:-1], memoryview(pieces[-1])[: -self.trim]]
         content = b"".join([self.head, *pieces])
-        if self.trim:
-            content = content[: -self.trim]
         if self.base64:
             content = base64.b64encode(content)
         return b"".join((self.prefix, content, self.suffix))
@@ -121,6 +123,20 @@ class Target:
 
     def bind(self, schema: pl.Schema) -> Binding:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def with_limits(self, **changes: Any) -> Target:
+        """A copy with tighter limits, e.g. ``t.with_limits(max_records=500)``.
+
+        Raising a limit above the vendor's is refused: the vendor would reject the request.
+        """
+        new = copy.copy(self)
+        for k, v in changes.items():
+            vendor = getattr(self.limits, k)
+            if k in ("max_bytes", "max_records", "max_concurrent") and v is not None:
+                if not isinstance(v, int) or v < 1 or (vendor is not None and v > vendor):
+                    raise ConfigError(f"{k} must be an integer from 1 to the vendor's {vendor}; got {v!r}")
+        object.__setattr__(new, "limits", dataclasses.replace(self.limits, **changes))
+        return new
 
     def describe(self) -> dict[str, Any]:
         """Options as plain data (no secrets): for reprs, the journal and the CLI."""

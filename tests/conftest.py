@@ -1,0 +1,79 @@
+"""Shared fixtures: connections, one target per registered endpoint, body decoders."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import crmframes as cf
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+SPECS = Path(__file__).resolve().parent.parent.parent / "shared" / "vendors" / "specs" / "dotdigital"
+
+
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests may talk to loopback only: any other connect attempt fails loudly."""
+    real = socket.socket.connect
+
+    def guarded(self: socket.socket, address: object) -> object:
+        host = address[0] if isinstance(address, tuple) else str(address)
+        if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1", "")):
+            raise RuntimeError(f"test tried to reach {address!r}; only loopback is allowed")
+        return real(self, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def connections() -> tuple[cf.Dotdigital, cf.Qualtrics, cf.Dengage]:
+    return (cf.Dotdigital("apiuser@example.com", "pw-secret-1"),
+            cf.Qualtrics("qx-secret-2", datacenter="fra1"),
+            cf.Dengage("dn-user-3", "dn-secret-4"))
+
+
+def decode(target: cf.Target, body: bytes) -> list[dict[str, object]]:
+    """Parse a request body back into one dict per record, in body order."""
+    name = target.name
+    if name == "dotdigital.contacts":
+        text = _contacts_csv(target, body)
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    doc = json.loads(body)
+    if name == "dotdigital.transactional_data":
+        return [{**r, "json": json.loads(r["json"])} for r in doc]
+    if name == "dotdigital.insight_data":
+        return doc["records"]
+    if name == "qualtrics.transaction_contacts":
+        return doc["contacts"]
+    if name == "dengage.contacts":
+        return doc["contactDatas"]
+    raise AssertionError(name)
+
+
+def _contacts_csv(target: cf.Target, body: bytes) -> str:
+    import base64
+
+    if getattr(target, "upload", "") == "json":
+        return base64.b64decode(json.loads(body)["data"]).decode("utf-8")
+    b = target.boundary.encode()  # type: ignore[attr-defined]
+    assert body.startswith(b"--" + b + b"\r\n") and body.endswith(b"\r\n--" + b + b"--\r\n")
+    head, _, rest = body.partition(b"\r\n\r\n")
+    assert b'filename="contacts.csv"' in head
+    return rest[: -len(b"\r\n--" + b + b"--\r\n")].decode("utf-8")
+
+
+@pytest.fixture
+def conns() -> tuple[cf.Dotdigital, cf.Qualtrics, cf.Dengage]:
+    return connections()
+
+
+def sample(name: str) -> pl.DataFrame:
+    path = DATA / name
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path)
+    return pl.read_csv(path, try_parse_dates=True)

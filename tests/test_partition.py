@@ -1,0 +1,64 @@
+"""The greedy partitioner: same cuts as the obvious loop, over any batch split."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crmframes._partition import CLOSED_BY_BYTES, CLOSED_BY_RECORDS, Partitioner
+
+
+def naive(lengths: list[int], budget: int | None, max_records: int | None) -> list[list[int]]:
+    parts: list[list[int]] = []
+    cur: list[int] = []
+    size = 0
+    for i, n in enumerate(lengths):
+        if cur and ((budget is not None and size + n > budget) or (max_records is not None and len(cur) >= max_records)):
+            parts.append(cur)
+            cur, size = [], 0
+        cur.append(i)
+        size += n
+    if cur:
+        parts.append(cur)
+    return parts
+
+
+def fast(lengths: list[int], budget: int | None, max_records: int | None, splits: list[int]) -> list[list[int]]:
+    p = Partitioner(budget, max_records)
+    parts: list[list[int]] = []
+    cur: list[int] = []
+    bounds = sorted({0, len(lengths), *[s for s in splits if 0 < s < len(lengths)]})
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        for cut in p.feed(np.array(lengths[a:b], dtype=np.int64)):
+            cur.extend(range(a + cut.start, a + cut.stop))
+            if cut.closes:
+                parts.append(cur)
+                cur = []
+    if p.finish():
+        parts.append(cur)
+    return parts
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 50), max_size=200),
+    budget=st.one_of(st.none(), st.integers(50, 400)),
+    max_records=st.one_of(st.none(), st.integers(1, 30)),
+    splits=st.lists(st.integers(0, 200), max_size=6),
+)
+def test_cuts_match_the_naive_loop_for_any_batch_split(lengths, budget, max_records, splits):
+    assert fast(lengths, budget, max_records, splits) == naive(lengths, budget, max_records)
+
+
+def test_partition_closing_reason_names_the_binding_limit():
+    p = Partitioner(row_budget=10, max_records=3)
+    cuts = p.feed(np.array([4, 4, 4, 1, 1, 1, 1], dtype=np.int64))
+    assert [(c.start, c.stop, c.closes) for c in cuts] == [
+        (0, 2, CLOSED_BY_BYTES), (2, 5, CLOSED_BY_RECORDS), (5, 7, None)]
+    assert p.finish()
+
+
+def test_rows_that_cannot_fit_alone_are_flagged_not_cut():
+    p = Partitioner(row_budget=10, max_records=None)
+    assert p.fits_alone(np.array([10, 11, 3])).tolist() == [True, False, True]

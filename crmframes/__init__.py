@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
-from crmframes._accessor import CrmNamespace, register as _register
+from crmframes._accessor import CrmNamespace
+from crmframes._accessor import register as _register
 from crmframes._errors import (
     ColumnNotFoundError,
     ConfigError,
@@ -21,14 +23,15 @@ from crmframes._errors import (
     PayloadError,
 )
 from crmframes._pipeline import Payload, Plan, payloads, plan, validate
-from crmframes._target import Limits, Target, registered as targets
+from crmframes._target import Limits, Target
+from crmframes._target import registered as targets
 from crmframes.vendors.dengage import Dengage
 from crmframes.vendors.dotdigital import Dotdigital
 from crmframes.vendors.qualtrics import Qualtrics
 
 try:
-    __version__ = version("crmframes")
-except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = _version("crmframes")
+except _PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 _register()

@@ -18,7 +18,7 @@ class CrmNamespace(Generic[F]):
     """Validate, plan and encode a frame for a vendor target (``import crmframes``)."""
 
     def __init__(self, frame: F) -> None:
-        self._frame = frame
+        self._frame: F = frame
 
     def validate(self, target: Target) -> pl.DataFrame:
         """Problems found before sending: ``(row, column, code, problem)``; empty = clean."""

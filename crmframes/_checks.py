@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import polars as pl
 
-from crmframes._encode import is_unsupported
+from crmframes._encode import DType, is_unsupported
 from crmframes._errors import did_you_mean
 from crmframes._target import Check, Problem
 
@@ -115,7 +115,7 @@ def max_chars(column: str, limit: int, what: str) -> Check:
                  pl.col(column).cast(pl.String).str.len_chars() > limit)
 
 
-def _non_finite(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr | None:
+def _non_finite(expr: pl.Expr, dtype: DType) -> pl.Expr | None:
     if isinstance(dtype, (pl.Float32, pl.Float64)):
         return expr.is_nan() | expr.is_infinite()
     if isinstance(dtype, pl.Struct):

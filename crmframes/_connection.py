@@ -27,7 +27,7 @@ class Secret:
     def __format__(self, spec: str) -> str:
         return "***"
 
-    def __reduce__(self) -> object:  # never pickle a credential into a file by accident
+    def __reduce__(self) -> str:  # never pickle a credential into a file by accident
         raise TypeError("a Secret cannot be pickled")
 
     def __eq__(self, other: object) -> bool:

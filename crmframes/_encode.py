@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
+from polars.datatypes import DataTypeClass
+
+DType = pl.DataType | DataTypeClass  # polars hands out both instances and classes
 
 # Types no vendor payload can carry; a frame holding them is refused up front.
 UNSUPPORTED = (pl.Binary, pl.Object, pl.Duration)
@@ -31,7 +34,7 @@ class DateFormats:
 ISO = DateFormats()
 
 
-def is_unsupported(dtype: pl.DataType) -> bool:
+def is_unsupported(dtype: DType) -> bool:
     """True when dtype (or anything nested in it) cannot be encoded."""
     if isinstance(dtype, UNSUPPORTED):
         return True
@@ -42,11 +45,11 @@ def is_unsupported(dtype: pl.DataType) -> bool:
     return False
 
 
-def is_nested(dtype: pl.DataType) -> bool:
+def is_nested(dtype: DType) -> bool:
     return isinstance(dtype, (pl.Struct, pl.List, pl.Array))
 
 
-def _needs_rewrite(dtype: pl.DataType) -> bool:
+def _needs_rewrite(dtype: DType) -> bool:
     if isinstance(dtype, (pl.Datetime, pl.Time, pl.Decimal, pl.Categorical, pl.Enum, pl.Array)):
         return True
     if isinstance(dtype, pl.Struct):
@@ -56,7 +59,7 @@ def _needs_rewrite(dtype: pl.DataType) -> bool:
     return False
 
 
-def json_ready(expr: pl.Expr, dtype: pl.DataType, fmt: DateFormats = ISO) -> pl.Expr:
+def json_ready(expr: pl.Expr, dtype: DType, fmt: DateFormats = ISO) -> pl.Expr:
     """Rewrite a column so that polars' ``json_encode`` writes what vendors document.
 
     polars writes naive datetimes as ``"2024-01-02 03:04:05"`` (a space, not ISO) and
@@ -86,7 +89,7 @@ def json_ready(expr: pl.Expr, dtype: pl.DataType, fmt: DateFormats = ISO) -> pl.
     return expr
 
 
-def json_object(columns: Sequence[tuple[str, pl.Expr, pl.DataType]], fmt: DateFormats = ISO) -> pl.Expr:
+def json_object(columns: Sequence[tuple[str, pl.Expr, DType]], fmt: DateFormats = ISO) -> pl.Expr:
     """One JSON object per row, keys in the given order: ``[(key, expr, dtype), ...]``."""
     fields = [json_ready(e, d, fmt).alias(k) for k, e, d in columns]
     if not fields:
@@ -134,7 +137,7 @@ def json_string(expr: pl.Expr) -> pl.Expr:
 CSV_NEWLINE = "\r\n"  # RFC 4180 line ends; quoted fields may hold bare \n
 
 
-def csv_text(expr: pl.Expr, dtype: pl.DataType, fmt: DateFormats = ISO) -> pl.Expr:
+def csv_text(expr: pl.Expr, dtype: DType, fmt: DateFormats = ISO) -> pl.Expr:
     """A column as the unquoted text of a CSV cell (null stays null)."""
     if isinstance(dtype, pl.Boolean):
         return expr.cast(pl.String)  # "true" / "false", null stays null

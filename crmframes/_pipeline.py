@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from crmframes._errors import ColumnNotFoundError, FrameError, PayloadError
 from crmframes._partition import CLOSED_BY_END, Partitioner
-from crmframes._target import Binding, Problem, Target
+from crmframes._target import Binding, Target
 
 Frame = pl.DataFrame | pl.LazyFrame
 CHUNK_ROWS = 131_072  # rows per batch: bounds the encoded column held at once
@@ -280,11 +280,12 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
 
 
 def collect_problems(stats: _Pass, binding: Binding) -> pl.DataFrame:
-    frames = [pl.DataFrame(
+    frame_level = pl.DataFrame(
         {"row": [p.row for p in binding.problems], "column": [p.column for p in binding.problems],
          "code": [p.code for p in binding.problems], "problem": [p.problem for p in binding.problems]},
         schema=PROBLEM_SCHEMA,
-    )] + stats.problems
+    )
+    frames = [frame_level, *stats.problems]
     return pl.concat(frames).sort("row", nulls_last=False, maintain_order=True)
 
 

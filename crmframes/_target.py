@@ -132,9 +132,9 @@ class Target:
         new = copy.copy(self)
         for k, v in changes.items():
             vendor = getattr(self.limits, k)
-            if k in ("max_bytes", "max_records", "max_concurrent") and v is not None:
-                if not isinstance(v, int) or v < 1 or (vendor is not None and v > vendor):
-                    raise ConfigError(f"{k} must be an integer from 1 to the vendor's {vendor}; got {v!r}")
+            counted = k in ("max_bytes", "max_records", "max_concurrent") and v is not None
+            if counted and (not isinstance(v, int) or v < 1 or (vendor is not None and v > vendor)):
+                raise ConfigError(f"{k} must be an integer from 1 to the vendor's {vendor}; got {v!r}")
         object.__setattr__(new, "limits", dataclasses.replace(self.limits, **changes))
         return new
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,7 +31,7 @@ def fast(lengths: list[int], budget: int | None, max_records: int | None, splits
     parts: list[list[int]] = []
     cur: list[int] = []
     bounds = sorted({0, len(lengths), *[s for s in splits if 0 < s < len(lengths)]})
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         for cut in p.feed(np.array(lengths[a:b], dtype=np.int64)):
             cur.extend(range(a + cut.start, a + cut.stop))
             if cut.closes:

@@ -121,7 +121,7 @@ class DengageContacts(Target):
                   + "}").encode()
         encode = None
         if not problems:
-            cells = [(c, pl.col(c).cast(pl.String), pl.String) if c == "contact_key"
+            cells = [(c, pl.col(c).cast(pl.String), pl.String()) if c == "contact_key"
                      else (c, pl.col(c), schema[c]) for c in cols]
             encode = json_object(cells, DATES) + pl.lit(",")
         return Binding(self, tuple(problems), tuple(checks), None, encode, Framing(prefix, suffix, trim=1))

@@ -18,6 +18,7 @@ from crmframes import _checks as chk
 from crmframes._connection import Secret, clean_base_url, host, need, option, secret
 from crmframes._encode import (
     ISO,
+    DType,
     csv_header,
     csv_quote,
     csv_row,
@@ -97,7 +98,7 @@ class Dotdigital:
                            scope: str = "contact", fields: Sequence[str] | None = None) -> DotdigitalTransactionalData:
         return DotdigitalTransactionalData(self, collection, key, contact, scope, _tuple(fields))
 
-    def insight_data(self, collection: str, *, scope: str, type: str, key: str,  # noqa: A002
+    def insight_data(self, collection: str, *, scope: str, type: str, key: str,
                      identity: str = "email", contact: str | None = None,
                      fields: Sequence[str] | None = None) -> DotdigitalInsightData:
         return DotdigitalInsightData(self, collection, scope, type, key, identity, contact, _tuple(fields))
@@ -358,7 +359,7 @@ def _bind_records(target: Target, schema: pl.Schema, key_arg: str, scope: str, i
 def _nested_arrays(schema: pl.Schema, columns: list[str]) -> list[Problem]:
     """Dotdigital rejects arrays inside arrays (fault JsonContainsNestedArray)."""
 
-    def has(dtype: pl.DataType, in_list: bool) -> bool:
+    def has(dtype: DType, in_list: bool) -> bool:
         if isinstance(dtype, (pl.List, pl.Array)):
             return in_list or has(dtype.inner, True)
         if isinstance(dtype, pl.Struct):

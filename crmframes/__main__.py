@@ -1,0 +1,3 @@
+from crmframes.cli import main
+
+raise SystemExit(main())

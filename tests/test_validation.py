@@ -1,0 +1,156 @@
+"""Bad options raise errors that say what is allowed; bad rows become problem rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+import crmframes as cf
+from tests.conftest import sample
+
+
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        (lambda dd, qx, dn: dd.contacts(1, "OverwriteAll"), "merge_option must be one of 'Overwrite'"),
+        (lambda dd, qx, dn: dd.contacts(1, 3), "0 = overwrite all fields"),
+        (lambda dd, qx, dn: dd.contacts(0), "address_book_id must be a positive 32-bit integer"),
+        (lambda dd, qx, dn: dd.contacts("12"), "address_book_id must be a positive 32-bit integer"),
+        (lambda dd, qx, dn: dd.contacts(1, upload="xml"), "upload must be one of 'multipart', 'json'"),
+        (lambda dd, qx, dn: dd.transactional_data("1orders", key="k"), "not starting with a digit"),
+        (lambda dd, qx, dn: dd.transactional_data("my orders", key="k"), "letters, digits and '_' only"),
+        (lambda dd, qx, dn: dd.transactional_data("orders", key="k", scope="global"), "scope must be one of"),
+        (lambda dd, qx, dn: dd.insight_data("o", scope="contact", type="orders", key="k"), "2–255 characters"),
+        (lambda dd, qx, dn: dd.insight_data("orders", scope="contact", type="order", key="k"), "Did you mean 'orders'"),
+        (lambda dd, qx, dn: dd.insight_data("orders", scope="account", type="orders", key="k", contact="e"),
+         "belong to no contact"),
+        (lambda dd, qx, dn: qx.transaction_contacts("DIR_1", "CG_1"), "starting with 'POOL_'"),
+        (lambda dd, qx, dn: qx.transaction_contacts("POOL_1", "ML_1"), "starting with 'CG_'"),
+        (lambda dd, qx, dn: qx.transaction_contacts("POOL_1", "CG_1", transaction_fields=["a"], embedded_fields=["a"]),
+         "embeddedData keys must not overlap transaction_fields"),
+        (lambda dd, qx, dn: qx.transaction_contacts("POOL_1", "CG_1", transaction_fields="a"), "lists of column names"),
+        (lambda dd, qx, dn: dn.contacts(insert_if_not_exists="yes"), "must be True or False"),
+        (lambda dd, qx, dn: cf.Dotdigital(region="r9"), "region must be one of 'r1', 'r2', 'r3'"),
+        (lambda dd, qx, dn: cf.Dengage(region="mars"), "region must be one of"),
+        (lambda dd, qx, dn: cf.Qualtrics("t"), "Qualtrics needs datacenter="),
+        (lambda dd, qx, dn: dd.contacts(1).with_limits(max_bytes=60_000_000), "to the vendor's 50000000"),
+    ],
+)
+def test_bad_options_raise_a_config_error_that_says_what_is_allowed(conns, build, expected):
+    with pytest.raises(cf.ConfigError, match=expected.replace("(", r"\(").replace("'", "'")):
+        build(*conns)
+
+
+def test_insight_type_and_merge_option_are_normalised_to_the_vendor_spelling(conns):
+    dd = conns[0]
+    assert dd.insight_data("orders", scope="contact", type="CONSENTINSIGHT", key="k").type == "consentInsight"
+    assert dd.contacts(1, "onlyoverwriteifnotempty").merge_option == "OnlyOverwriteIfNotEmpty"
+    assert dd.contacts(1, 2).merge_option == "OnlyOverwriteIfContactDataNotPopulated"
+
+
+def test_missing_column_names_the_column_suggests_the_closest_and_lists_the_rest(conns):
+    dd = conns[0]
+    df = pl.DataFrame({"order_no": ["1"], "email": ["a@example.com"]})
+    t = dd.transactional_data("orders", key="order_id")
+    problems = df.crm.validate(t)
+    assert problems.filter(pl.col("code") == "missing_column").height == 1
+    with pytest.raises(cf.ColumnNotFoundError) as err:
+        df.crm.plan(t)
+    text = str(err.value)
+    assert "'order_id' is not in the frame" in text and "Did you mean 'order_no'?" in text
+    assert "pass key=<column>" in text and "'email'" in text
+    assert isinstance(err.value, KeyError) and isinstance(err.value, cf.CrmError)
+
+
+def test_dengage_without_contact_key_points_at_the_lookalike_column(conns):
+    df = pl.DataFrame({"ContactKey": ["1"], "email": ["a@example.com"]})
+    with pytest.raises(cf.ColumnNotFoundError, match="'ContactKey' looks like it"):
+        list(df.crm.payloads(conns[2].contacts()))
+
+
+def test_unsupported_and_nested_types_are_refused_with_a_fix(conns):
+    dd = conns[0]
+    df = pl.DataFrame({"email": ["a@example.com"], "tags": [["x"]], "raw": [b"\x00"],
+                       "wait": [dt.timedelta(1)]})
+    with pytest.raises(cf.FrameError) as err:
+        df.crm.plan(dd.contacts(1))
+    text = str(err.value)
+    assert "'tags' is nested" in text and "Flatten it" in text
+    assert "'raw' has type Binary" in text and "'wait' has type Duration" in text
+
+
+def test_nested_arrays_are_refused_for_dotdigital_json(conns):
+    df = pl.DataFrame({"k": ["1"], "email": ["a@example.com"], "grid": [[[1, 2]]]})
+    with pytest.raises(cf.FrameError, match="JsonContainsNestedArray"):
+        df.crm.plan(conns[0].transactional_data("c", key="k"))
+
+
+def test_row_problems_cover_nulls_emails_nan_duplicates_length_and_size(conns):
+    dd = conns[0]
+    df = pl.DataFrame({
+        "order_id": ["a", "b", None, "a", "c" * 300, "d", "e", "f"],
+        "email": ["x@example.com", "bad@", "y@example.com", "z@example.com", "w@example.com",
+                  "v@example.com", None, "u@example.com"],
+        "total": [1.0, 2.0, 3.0, float("nan"), 5.0, float("inf"), 7.0, 8.0],
+        "blob": ["x", "x", "x", "x", "x", "x", "x", "y" * 3000],
+    })
+    t = dd.transactional_data("orders", key="order_id").with_limits(max_bytes=2000)
+    problems = df.crm.validate(t)
+    got = set(problems.select("row", "column", "code").iter_rows())
+    assert got == {
+        (1, "email", "invalid_email"), (2, "order_id", "null"), (3, "total", "not_finite"),
+        (3, "order_id", "duplicate_key"), (4, "order_id", "too_long"), (5, "total", "not_finite"),
+        (6, "email", "null"), (7, None, "row_too_large"),
+    }
+    assert "row 0 has the same value" in problems.filter(pl.col("code") == "duplicate_key")["problem"][0]
+    assert "2,000 bytes per request" in problems.filter(pl.col("code") == "row_too_large")["problem"][0]
+    plan = df.crm.plan(t)
+    assert plan.invalid_rows == 7 and plan.valid_rows == 1
+    (p,) = list(df.crm.payloads(t))
+    assert p.rows.to_list() == [0]
+
+
+def test_sample_files_show_their_deliberate_bad_rows(conns):
+    dd, qx, dn = conns
+    assert set(sample("contacts.csv").crm.validate(dd.contacts(1))["code"]) == {"invalid_email", "null", "duplicate_key"}
+    dn_problems = sample("dengage_contacts.csv").crm.validate(dn.contacts())
+    assert set(dn_problems["code"]) == {"null", "invalid_value"}
+    qx_t = qx.transaction_contacts("POOL_1", "CG_1", transaction_fields=["order_id", "amount"])
+    assert sample("survey_transactions.csv").crm.validate(qx_t)["row"].to_list() == [7]
+
+
+def test_empty_frame_plans_zero_requests_and_yields_no_payloads(conns):
+    df = pl.DataFrame(schema={"email": pl.String, "name": pl.String})
+    t = conns[0].contacts(1)
+    assert df.crm.validate(t).height == 0
+    plan = df.crm.plan(t)
+    assert plan.requests == 0 and plan.input_rows == 0 and plan.estimated_seconds == 0
+    assert list(df.crm.payloads(t)) == []
+
+
+def test_qualtrics_null_values_are_omitted_never_sent_as_null(conns):
+    qx = conns[1]
+    df = pl.DataFrame({"email": ["a@example.com"], "firstName": [None], "store": [None], "order_id": ["o1"],
+                       "amount": [None]}, schema_overrides={"firstName": pl.String, "store": pl.String, "amount": pl.Float64})
+    (p,) = list(df.crm.payloads(qx.transaction_contacts("POOL_1", "CG_1", transaction_fields=["order_id", "amount"])))
+    assert b"null" not in p.body
+    assert b'"contacts":[{"email":"a@example.com","embeddedData":{},"transactionData":{"order_id":"o1"}}]' in p.body
+
+
+def test_qualtrics_contact_without_any_identifier_is_a_problem_row(conns):
+    df = pl.DataFrame({"email": [None, "a@example.com"], "extRef": [None, None]}, schema={"email": pl.String, "extRef": pl.String})
+    problems = df.crm.validate(conns[1].transaction_contacts("POOL_1", "CG_1"))
+    assert problems.select("row", "code").rows() == [(0, "no_identifier")]
+
+
+def test_validate_reports_row_problems_even_when_a_column_is_missing(conns):
+    df = pl.DataFrame({"email": ["bad", "a@example.com"]})
+    problems = df.crm.validate(conns[0].transactional_data("orders", key="order_id"))
+    assert set(problems.select("row", "code").iter_rows()) == {(None, "missing_column"), (0, "invalid_email")}
+
+
+def test_accessor_rejects_something_that_is_not_a_target():
+    with pytest.raises(TypeError, match="expected a crmframes target"):
+        pl.DataFrame({"a": [1]}).crm.plan("dotdigital.contacts")  # type: ignore[arg-type]

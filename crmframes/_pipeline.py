@@ -232,6 +232,7 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
     open_pieces: list[memoryview] = []
     open_bytes = 0
     offset = 0
+    exprs: dict[frozenset[str], pl.Expr] = {}
     for batch in _batches(frame, chunk_rows):
         n = batch.height
         if n == 0:
@@ -240,7 +241,11 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
         offset += n
         stats.input_rows += n
         problems, ok = _row_problems(batch, binding, rows, dups)
-        encoded = batch.filter(pl.Series(ok)).select(binding.encode.alias("_r")).get_column("_r")
+        valid = batch.filter(pl.Series(ok))
+        nulls = frozenset(c for c, k in zip(valid.columns, valid.null_count().row(0), strict=True) if k)
+        if nulls not in exprs:
+            exprs[nulls] = binding.encode(nulls).alias("_r")
+        encoded = valid.select(exprs[nulls]).get_column("_r")
         lengths = encoded.str.len_bytes().to_numpy().astype(np.int64)
         rows = rows[ok]
         fits = part.fits_alone(lengths)

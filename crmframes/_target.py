@@ -111,7 +111,9 @@ class Binding:
     problems: tuple[Problem, ...]  # frame-level; non-empty means the frame is unusable
     checks: tuple[Check, ...]
     unique: UniqueKey | None
-    encode: pl.Expr | None  # one String per row, separator included
+    # one String per row, separator included; given the columns that hold nulls in the
+    # batch (so null-stripping touches only those)
+    encode: Callable[[frozenset[str]], pl.Expr] | None
     framing: Framing
 
 

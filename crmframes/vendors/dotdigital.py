@@ -19,10 +19,9 @@ from crmframes._connection import Secret, clean_base_url, host, need, option, se
 from crmframes._encode import (
     ISO,
     DType,
+    csv_cell,
     csv_header,
-    csv_quote,
     csv_row,
-    csv_text,
     json_key,
     json_object,
     json_string,
@@ -182,8 +181,8 @@ class DotdigitalContacts(Target):
         encode = None
         if not problems:
             assert email is not None
-            cells = [csv_quote(csv_text(pl.col(c), schema[c])) for c in [email, *data]]
-            encode = csv_row(cells)
+            row = csv_row([csv_cell(pl.col(c), schema[c]) for c in [email, *data]])
+            encode = lambda nulls: row  # noqa: E731  (CSV writes nulls as empty cells)
         head = csv_header(["Email", *data]).encode()
         return Binding(self, tuple(problems), tuple(checks), unique, encode, self._framing(head))
 
@@ -254,8 +253,9 @@ class DotdigitalTransactionalData(Target):
         return _bind_records(self, schema, self.key, self.scope, "email", self.contact, self.fields,
                              self._encode, Framing(b"[", b"]", trim=1))
 
-    def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema) -> pl.Expr:
-        inner = strip_nulls(json_object([(c, pl.col(c), schema[c]) for c in data], ISO), data, nested=True)
+    def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema,
+                nulls: frozenset[str]) -> pl.Expr:
+        inner = strip_nulls(json_object([(c, pl.col(c), schema[c]) for c in data], ISO), data, schema, nulls)
         ident = pl.lit('"account"') if contact is None else json_string(pl.col(contact))
         return pl.concat_str([
             pl.lit('{"key":'), json_string(pl.col(key)), pl.lit(',"contactIdentifier":'), ident,
@@ -312,8 +312,9 @@ class DotdigitalInsightData(Target):
         return _bind_records(self, schema, self.key, self.scope, self.identity, self.contact, self.fields,
                              self._encode, Framing(prefix, b"]}", trim=1))
 
-    def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema) -> pl.Expr:
-        inner = strip_nulls(json_object([(c, pl.col(c), schema[c]) for c in data], ISO), data, nested=True)
+    def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema,
+                nulls: frozenset[str]) -> pl.Expr:
+        inner = strip_nulls(json_object([(c, pl.col(c), schema[c]) for c in data], ISO), data, schema, nulls)
         parts = [pl.lit('{"key":'), json_string(pl.col(key))]
         if contact is not None:
             parts += [pl.lit(',"contactIdentity":{"identifier":' + json_key(self.identity) + ',"value":'),
@@ -352,7 +353,7 @@ def _bind_records(target: Target, schema: pl.Schema, key_arg: str, scope: str, i
                                 ~pl.col(contact).cast(pl.String).str.contains(r"^\+?\d{6,15}$")))
     checks += chk.finite(schema, data)
     unique = UniqueKey(key, pl.col(key).cast(pl.String), "record key") if key is not None else None
-    enc = None if problems else encode(key, contact, data, schema)
+    enc = None if problems else (lambda nulls: encode(key, contact, data, schema, nulls))
     return Binding(target, tuple(problems), tuple(checks), unique, enc, framing)
 
 

@@ -14,7 +14,7 @@ import polars as pl
 
 from crmframes import _checks as chk
 from crmframes._connection import Secret, clean_base_url, need, option, secret
-from crmframes._encode import ISO, csv_text, strip_nulls
+from crmframes._encode import ISO, csv_text, strip_keys
 from crmframes._errors import ConfigError
 from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, register
 
@@ -163,11 +163,11 @@ class QualtricsTransactionContacts(Target):
         for c in [*embedded, *trans]:
             if isinstance(schema[c], (pl.String, pl.Categorical, pl.Enum)):
                 checks.append(chk.max_chars(c, MAX_EMBEDDED_VALUE, f"the value of {c!r}"))
-        encode = None if problems else self._encode(schema, standard, embedded, trans)
+        encode = None if problems else (lambda nulls: self._encode(schema, standard, embedded, trans, nulls))
         return Binding(self, tuple(problems), tuple(checks), None, encode, self.framing())
 
     def _encode(self, schema: pl.Schema, standard: dict[str, str], embedded: list[str],
-                trans: list[str]) -> pl.Expr:
+                trans: list[str], nulls: frozenset[str]) -> pl.Expr:
         """A contact object; embedded/transaction values as strings [I]; nulls omitted."""
         members = []
         for f, c in standard.items():
@@ -182,6 +182,14 @@ class QualtricsTransactionContacts(Target):
         if trans:
             members.append(obj(trans, "transactionData"))
         encoded = pl.struct(members).struct.json_encode()
-        keys = [*standard, *embedded, *trans]
-        return strip_nulls(encoded, keys, nested=False) + pl.lit(",")
+        # Three objects (contact, embeddedData, transactionData); their keys are known, and
+        # a key is stripped only when its frame column holds nulls in this batch.
+        keys: list[str] = []
+        openers: list[str] = []
+        for obj_keys in ([(f, c) for f, c in standard.items()], [(c, c) for c in embedded], [(c, c) for c in trans]):
+            null_keys = [k for k, col in obj_keys if col in nulls]
+            keys += null_keys
+            if obj_keys and obj_keys[0][1] in nulls:
+                openers.append(obj_keys[0][0])
+        return strip_keys(encoded, keys, openers) + pl.lit(",")
 

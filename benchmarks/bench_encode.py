@@ -1,0 +1,105 @@
+"""Encode + exact partitioning throughput on a 1M-row frame, as ratios measured in one run.
+
+    python benchmarks/bench_encode.py [--rows N] [--repeat K]
+
+For each target: time to produce every request body (``payloads``, i.e. validation,
+encoding, partitioning and assembly), compared on the same frame with
+``DataFrame.write_ndjson`` (``write_csv`` for the CSV target) and with a per-row
+``json.dumps`` loop. Prints one line per target; exits 1 if a target of DESIGN §8
+(≥ 70 % of the polars writer, ≥ 20× the loop) is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+
+import numpy as np
+import polars as pl
+
+import crmframes as cf
+
+
+def make_frame(n: int, seed: int = 7) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    names = np.array(["Anna", "Ben", "Chloé", "Dmitri", "Zeynep", "O'Brien", "Søren", "李", 'Say "hi"', "a,b"])
+    cities = np.array(["London", "Istanbul", "Berlin", "Paris", "Leeds\nNorth", "Izmir"])
+    idx = np.arange(n)
+    return pl.DataFrame({
+        "key": pl.Series(idx).cast(pl.String).str.zfill(9),
+        "email": pl.select(pl.lit("user") + pl.Series(idx).cast(pl.String) + pl.lit("@example.com")).to_series(),
+        "first_name": names[rng.integers(0, len(names), n)],
+        "last_name": names[rng.integers(0, len(names), n)],
+        "city": cities[rng.integers(0, len(cities), n)],
+        "birthday": pl.Series(rng.integers(0, 20000, n)).cast(pl.Date),
+        "vip": rng.random(n) < 0.1,
+        "points": rng.integers(0, 100_000, n),
+        "score": np.round(rng.random(n) * 100, 2),
+        "company": pl.Series(np.where(rng.random(n) < 0.3, None, "Acme Ltd"), dtype=pl.String),
+        "updated_at": pl.Series(rng.integers(0, 10**15, n)).cast(pl.Datetime("us")),
+    })
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def consume(frame: pl.DataFrame, target: cf.Target) -> int:
+    return sum(len(p.body) for p in frame.crm.payloads(target))
+
+
+def json_loop(frame: pl.DataFrame) -> int:
+    total = 0
+    for row in frame.iter_rows(named=True):
+        total += len(json.dumps(row, default=str))
+    return total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    df = make_frame(args.rows)
+    dd = cf.Dotdigital()
+    qx = cf.Qualtrics(datacenter="fra1")
+    dn = cf.Dengage()
+    cases = [
+        ("dotdigital.contacts", df.drop("key"), dd.contacts(1), "csv"),
+        ("dotdigital.transactional_data", df, dd.transactional_data("bench", key="key"), "ndjson"),
+        ("dotdigital.insight_data", df, dd.insight_data("bench", scope="contact", type="custom", key="key"), "ndjson"),
+        ("qualtrics.transaction_contacts", df,
+         qx.transaction_contacts("POOL_b", "CG_b", transaction_fields=["key", "points"]), "ndjson"),
+        ("dengage.contacts", df.rename({"key": "contact_key"}), dn.contacts(), "ndjson"),
+    ]
+    t_ndjson = best(lambda: df.write_ndjson(io.BytesIO()), args.repeat)
+    t_csv = best(lambda: df.write_csv(io.BytesIO()), args.repeat)
+    t_loop = best(lambda: json_loop(df), 1)
+    print(f"frame: {df.height:,} rows, {df.estimated_size() / 1e6:.0f} MB in memory; polars {pl.__version__}")
+    print(f"write_ndjson {t_ndjson:.2f} s | write_csv {t_csv:.2f} s | per-row json.dumps loop {t_loop:.2f} s\n")
+    print(f"{'target':<32}{'time':>8}{'MB out':>9}{'requests':>9}   {'vs polars writer (≥0.70)':<26}{'vs json loop (≥20×)'}")
+    missed = 0
+    for name, frame, target, kind in cases:
+        size = consume(frame, target)  # warm-up, and the output size
+        t = best(lambda frame=frame, target=target: consume(frame, target), args.repeat)
+        requests = frame.crm.plan(target).requests
+        ref = t_csv if kind == "csv" else t_ndjson
+        r_writer, r_loop = ref / t, t_loop / t
+        ok1, ok2 = r_writer >= 0.70, r_loop >= 20
+        missed += (not ok1) + (not ok2)
+        print(f"{name:<32}{t:>7.2f}s{size / 1e6:>9.0f}{requests:>9}   "
+              f"{r_writer:>5.2f} of write_{kind:<7} {'ok' if ok1 else 'MISSED':<7}"
+              f"{r_loop:>6.1f}×  {'ok' if ok2 else 'MISSED'}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,6 +36,16 @@ except _PackageNotFoundError:  # running from a source tree that is not installe
 
 _register()
 
+
+def sandbox(**options: object) -> object:
+    """Start the embedded vendor sandbox on a free loopback port (see ``crmframes.sandbox``).
+
+    ``with cf.sandbox(job_duration=2) as sb: dd = sb.dotdigital()``; imported on first use.
+    """
+    from crmframes.sandbox import sandbox as start
+
+    return start(**options)
+
 __all__ = [
     "ColumnNotFoundError",
     "ConfigError",
@@ -54,6 +64,7 @@ __all__ = [
     "__version__",
     "payloads",
     "plan",
+    "sandbox",
     "targets",
     "validate",
 ]

@@ -128,6 +128,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from crmframes.sandbox import CREDS, Sandbox
+
+    knobs = {k: getattr(args, k) for k in ("latency", "job_duration", "time_scale", "p429", "p5xx", "p_drop",
+                                           "p_job_fail", "seed") if getattr(args, k) is not None}
+    app = Sandbox(**knobs)
+    print(f"crmframes sandbox on http://127.0.0.1:{args.port} (Ctrl-C stops it); any non-empty "
+          f"credentials work, e.g. Dotdigital {CREDS['dotdigital'][0]!r}. State: GET /_sandbox/state")
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crmframes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         sp.set_defaults(fn=fn)
     sp = sub.add_parser("demo", help="plan the sample files in data/ for all five targets")
     sp.set_defaults(fn=cmd_demo)
+    sp = sub.add_parser("sandbox", help="serve the vendor sandbox on 127.0.0.1")
+    sp.add_argument("--port", type=int, default=8765)
+    for knob, kind in (("latency", float), ("job-duration", float), ("time-scale", float), ("p429", float),
+                       ("p5xx", float), ("p-drop", float), ("p-job-fail", float), ("seed", int)):
+        sp.add_argument(f"--{knob}", type=kind, default=None, dest=knob.replace("-", "_"))
+    sp.set_defaults(fn=cmd_sandbox)
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))

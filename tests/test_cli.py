@@ -37,3 +37,30 @@ def test_bad_option_exits_2_with_the_allowed_values_and_no_traceback():
               "-o", "merge_option=7")
     assert out.returncode == 2
     assert "merge_option must be one of" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sandbox_command_serves_on_the_given_port_with_its_knobs():
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "crmframes", "sandbox", "--port", str(port), "--job-duration", "2",
+                             "--time-scale", "0.01"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                knobs = httpx.get(f"http://127.0.0.1:{port}/_sandbox/config", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.1)
+        assert knobs["job_duration"] == 2.0 and knobs["time_scale"] == 0.01
+        assert httpx.get(f"http://127.0.0.1:{port}/_sandbox/state", timeout=5).json()["dengage"] == {"contacts": {}}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

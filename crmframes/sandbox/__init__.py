@@ -1,0 +1,99 @@
+"""The embedded vendor sandbox: ``with cf.sandbox() as sb: dd = sb.dotdigital()``.
+
+Serves ``Sandbox`` (an ASGI app emulating the five endpoints) with uvicorn on a free
+loopback port in a background thread. Imported lazily: ``import crmframes`` does not
+load starlette or uvicorn.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from crmframes.sandbox._app import Knobs, Sandbox
+
+__all__ = ["Knobs", "Sandbox", "ServedSandbox", "sandbox"]
+
+CREDS = {"dotdigital": ("sandbox-user@apiconnector.com", "sandbox-password"),
+         "qualtrics": ("sandbox-token",), "dengage": ("sandbox-user-key", "sandbox-password")}
+
+
+class ServedSandbox:
+    """A sandbox served on 127.0.0.1; use as a context manager or call ``stop()``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
+        import uvicorn
+
+        self.sandbox = Sandbox(**options)
+        if port == 0:
+            with socket.socket() as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+        self.url = f"http://{host}:{port}"
+        config = uvicorn.Config(self.sandbox, host=host, port=port, log_level="error", lifespan="off",
+                                timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="crmframes-sandbox", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the sandbox did not start on {self.url}")
+            time.sleep(0.01)
+
+    def __repr__(self) -> str:
+        return f"<crmframes sandbox at {self.url}>"
+
+    def state(self) -> dict[str, Any]:
+        return httpx.get(self.url + "/_sandbox/state", timeout=10).json()
+
+    def config(self, **knobs: Any) -> dict[str, Any]:
+        r = httpx.post(self.url + "/_sandbox/config", json=knobs, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def dotdigital(self) -> Any:
+        from crmframes.vendors.dotdigital import Dotdigital
+
+        return Dotdigital(*CREDS["dotdigital"], base_url=self.url)
+
+    def qualtrics(self) -> Any:
+        from crmframes.vendors.qualtrics import Qualtrics
+
+        return Qualtrics(CREDS["qualtrics"][0], base_url=self.url)
+
+    def dengage(self) -> Any:
+        from crmframes.vendors.dengage import Dengage
+
+        return Dengage(*CREDS["dengage"], base_url=self.url)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> ServedSandbox:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+
+
+def sandbox(**options: Any) -> ServedSandbox:
+    """Start the sandbox on a free loopback port; knobs as in DESIGN §7 (latency, job_duration, …)."""
+    return ServedSandbox(**options)
+
+
+class _CallableModule(sys.modules[__name__].__class__):  # type: ignore[misc]
+    """``cf.sandbox(...)`` keeps working after ``import crmframes.sandbox`` rebinds the name."""
+
+    def __call__(self, **options: Any) -> ServedSandbox:
+        return sandbox(**options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,50 @@
+"""Every sandbox choice that the vendors do not document, in one place ([I] in CONTRACTS.md).
+
+Change a line here when a real answer is learned; nothing else in the sandbox hard-codes
+these.
+"""
+
+from __future__ import annotations
+
+# --- Dotdigital ---------------------------------------------------------------------
+DD_MAX_BODY = 50_000_000  # "50 MB" per request/file; decimal reading
+DD_OVERSIZE_STATUS = 413  # [I] status for a body over 50 MB (code not documented)
+DD_TOO_MANY_CONTACT_IMPORTS_STATUS = 400  # [I] message ...ERROR_IMPORT_TOOMANYACTIVEIMPORTS
+DD_MAX_ACTIVE_CONTACT_IMPORTS = 25
+DD_TOO_MANY_INSIGHT_IMPORTS_STATUS = 429  # [I] by analogy with v3 contacts:tooManyActiveImports
+DD_MAX_ACTIVE_INSIGHT_IMPORTS = 5
+DD_UNKNOWN_IMPORT_STATUS = 404  # [I] ERROR_IMPORT_NOT_FOUND
+DD_UNKNOWN_ADDRESS_BOOKS = frozenset({404, 999_999})  # [I] seeded: these ids do not exist
+# Insight status names: the spec says Complete, the examples Finished; emit Finished [C/I]
+DD_INSIGHT_STATES = ("NotStarted", "Processing", "Finished", "Failed")
+DD_V2_STATES = ("NotStarted", "NotFinished", "Finished", "Failed")
+DD_CONTACT_STATES = ("NotFinished", "NotFinished", "Finished", "Failed")
+# Seeded contacts whose status makes an import fault (report-faults Reason texts, DD-WEB)
+DD_SEEDED_FAULTS = {
+    "suppressed.user@example.com": "Globally Suppressed",
+    "unsubscribed.user@example.com": "Unsubscribed",
+    "bounced.user@example.com": "Hard bounced",
+}
+DD_RATE_LIMIT_SCOPE = "lowCallRate"  # [S] tier name for bulk calls
+DD_RATE_LIMIT = 150  # [S] docs example for lowCallRate
+
+# --- Qualtrics ----------------------------------------------------------------------
+QX_MAX_BODY = 5_000_000  # "5 MB"
+QX_MAX_CONTACTS = 10_000
+QX_OVERSIZE_STATUS = 413  # [I] status for either limit (not documented)
+QX_STATES = ("inProgress", "complete", "failed")  # [I] mirrors response-export job states
+QX_UNKNOWN_IDS = ("UNKNOWN",)  # [I] ids containing this behave as deleted: job ends with 0 counts
+QX_NULLS_UNPROCESSED = True  # [I] a contact with a null value lands in contacts.unprocessed
+
+# --- D·engage -----------------------------------------------------------------------
+DN_MAX_RECORDS = 1000
+DN_INTERVAL = 60.0  # seconds between bulk calls (scaled by time_scale)
+DN_TOKEN_TTL = 3600  # expires_in of /rest/login
+DN_COLUMNS = frozenset({  # import template columns [S DN-PS] + city; others fail the record
+    "contact_key", "contact_status", "email", "email_permission", "email_status", "gsm", "gsm_permission",
+    "gsm_status", "name", "surname", "gender", "birth_date", "segment", "source", "subscription_date",
+    "rfm_score", "rfm_segment", "rfm_mobile_score", "rfm_mobile_segment", "gsm_source", "email_source",
+    "gsm_consent_date", "email_consent_date", "contact_type", "city",
+})
+DN_CODES = {"FieldError": 1, "Forbidden": 10, "ValidationFails": 11, "UnexpectedError": 999}
+DN_TOO_MANY_CODE = 429  # [I] code in the body of a 429

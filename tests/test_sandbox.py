@@ -441,3 +441,21 @@ def test_an_oversized_body_streamed_without_length_is_refused(sb):
         r = c.post("/v2/contacts/transactional-data/import/orders", content=chunks(),
                    headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["message"].endswith("ERROR_IMPORT_FILE_TOO_LARGE")
+
+
+def test_dengage_user_without_dataspace_manage_gets_403_with_an_empty_body(sb):
+    with client(sb) as c:
+        token = c.post("/rest/login", json={"userkey": "readonly-analyst", "password": "pw"}).json()["access_token"]
+        r = c.post("/rest/bulk/contacts", headers={"Authorization": f"Bearer {token}"}, json=bulk([{"contact_key": "k"}]))
+    assert r.status_code == 403 and r.content == b""
+    assert sb.state()["dengage"]["contacts"] == {}
+
+
+def test_the_seed_makes_injected_faults_reproducible():
+    def codes(seed: int) -> list[int]:
+        with ServedSandbox(p429=0.3, p5xx=0.3, seed=seed) as s, client(s, auth=DD) as c:
+            return [c.get("/v2/contacts/import/x").status_code for _ in range(30)]
+
+    first = codes(7)
+    assert first == codes(7) and {429, 503, 404} <= set(first)
+    assert first != codes(8)

@@ -101,6 +101,7 @@ class SandboxState:
         self.jobs: dict[str, Job] = {}
         self.known_contacts: set[str] = set()
         self.tokens: dict[str, float] = {}  # D·engage token → expiry (monotonic)
+        self.readonly_tokens: set[str] = set()
         self.dn_busy = False
         self.dn_last_call = -1e18
         self.qx_list_free: dict[str, float] = {}
@@ -345,6 +346,8 @@ class Sandbox:
         exp = self.state.tokens.get(token)
         if exp is None or exp < self.clock():
             return dn_error(401, 401, "Authentication required: log in at /rest/login and send the Bearer token.")
+        if token in self.state.readonly_tokens:
+            return Response(status_code=403)  # missing DataSpace.Manage: D·engage sends no body
         return None
 
     async def _body(self, request: Request, limit: int, vendor: str) -> bytes:
@@ -788,6 +791,8 @@ class Sandbox:
         if not user or not pw or (fixed and (user, pw) != fixed):
             return dn_error(401, 401, "Invalid user key or password.")
         token = uuid.uuid4().hex
+        if str(user).startswith(R.DN_NO_PERMISSION_PREFIX):
+            self.state.readonly_tokens.add(token)
         self.state.tokens[token] = self.clock() + R.DN_TOKEN_TTL * self.knobs.time_scale
         return JSONResponse({"access_token": token, "token_type": "Bearer", "expires_in": R.DN_TOKEN_TTL})
 

@@ -59,20 +59,25 @@ def _needs_rewrite(dtype: DType) -> bool:
     return False
 
 
-def json_ready(expr: pl.Expr, dtype: DType, fmt: DateFormats = ISO) -> pl.Expr:
-    """Rewrite a column so that polars' ``json_encode`` writes what vendors document.
-
-    polars writes naive datetimes as ``"2024-01-02 03:04:05"`` (a space, not ISO) and
-    decimals as strings, so both are converted here, at every nesting level.
-    """
+def temporal_text(expr: pl.Expr, dtype: DType, fmt: DateFormats) -> pl.Expr:
+    """A date, time or datetime as the vendor's text; aware datetimes in UTC."""
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is None:
             return expr.dt.to_string(fmt.naive)
         return expr.dt.convert_time_zone("UTC").dt.to_string(fmt.aware)
     if isinstance(dtype, pl.Date):
         return expr.dt.to_string(fmt.date)
-    if isinstance(dtype, pl.Time):
-        return expr.dt.to_string(fmt.time)
+    return expr.dt.to_string(fmt.time)
+
+
+def json_ready(expr: pl.Expr, dtype: DType, fmt: DateFormats = ISO) -> pl.Expr:
+    """Rewrite a column so that polars' ``json_encode`` writes what vendors document.
+
+    polars writes naive datetimes as ``"2024-01-02 03:04:05"`` (a space, not ISO) and
+    decimals as strings, so both are converted here, at every nesting level.
+    """
+    if isinstance(dtype, (pl.Datetime, pl.Date, pl.Time)):
+        return temporal_text(expr, dtype, fmt)
     if isinstance(dtype, pl.Decimal):
         return expr.cast(pl.Float64)  # vendors take JSON numbers, not decimal strings
     if isinstance(dtype, (pl.Categorical, pl.Enum)):
@@ -164,14 +169,8 @@ def csv_text(expr: pl.Expr, dtype: DType, fmt: DateFormats = ISO) -> pl.Expr:
     """A column as the unquoted text of a CSV cell (null stays null)."""
     if isinstance(dtype, pl.Boolean):
         return expr.cast(pl.String)  # "true" / "false", null stays null
-    if isinstance(dtype, pl.Datetime):
-        if dtype.time_zone is None:
-            return expr.dt.to_string(fmt.naive)
-        return expr.dt.convert_time_zone("UTC").dt.to_string(fmt.aware)
-    if isinstance(dtype, pl.Date):
-        return expr.dt.to_string(fmt.date)
-    if isinstance(dtype, pl.Time):
-        return expr.dt.to_string(fmt.time)
+    if isinstance(dtype, (pl.Datetime, pl.Date, pl.Time)):
+        return temporal_text(expr, dtype, fmt)
     if is_nested(dtype):
         return json_object([("_v", expr, dtype)], fmt).str.slice(5).str.strip_suffix("}")
     return expr.cast(pl.String)

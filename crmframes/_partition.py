@@ -10,7 +10,7 @@ bucketing overflows half the time, so it is not used).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,7 +36,6 @@ class Partitioner:
     max_records: int | None
     open_bytes: int = 0
     open_rows: int = 0
-    _cuts: list[Cut] = field(default_factory=list)
 
     def fits_alone(self, lengths: np.ndarray) -> np.ndarray:
         """Mask of rows small enough to form a request on their own."""

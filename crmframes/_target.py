@@ -151,7 +151,6 @@ class Target:
 
 # --- registry: one declaration per endpoint; duplicate names fail loudly -------------
 
-TargetFactory = Callable[..., Target]
 _REGISTRY: dict[str, type[Target]] = {}
 
 

@@ -508,7 +508,7 @@ class Sandbox:
             return JSONResponse({"id": job.id, "status": self._v2_status(job, R.DD_CONTACT_STATES)})
         return await self._guarded(request, "dd2", go)
 
-    def _finished(self, job: Job, vendor: str) -> None:
+    def _finished(self, job: Job) -> None:
         if not job.done(self.now()) or job.fails:
             raise BadRequest(dd_v2_error(400, "Import is not processed yet or completed with error.",
                                          "ERROR_IMPORT_REPORT_NOT_FOUND"))
@@ -516,7 +516,7 @@ class Sandbox:
     async def dd_contacts_report(self, request: Request) -> Response:
         async def go() -> Response:
             job = self._job(request.path_params["import_id"], "contacts", "dd2")
-            self._finished(job, "dd2")
+            self._finished(job)
             names = ("newContacts", "updatedContacts", "globallySuppressed", "invalidEntries", "duplicateEmails",
                      "blocked", "unsubscribed", "hardBounced", "softBounced", "ispComplaints", "mailBlocked",
                      "domainSuppressed", "pendingDoubleOptin", "failures", "suppressedContacts")
@@ -527,7 +527,7 @@ class Sandbox:
     async def dd_contacts_faults(self, request: Request) -> Response:
         async def go() -> Response:
             job = self._job(request.path_params["import_id"], "contacts", "dd2")
-            self._finished(job, "dd2")
+            self._finished(job)
             out = io.StringIO(newline="")
             w = csv.writer(out, lineterminator="\r\n")
             w.writerow(["Reason", *job.info["header"]])
@@ -602,7 +602,7 @@ class Sandbox:
     async def dd_td_report(self, request: Request) -> Response:
         async def go() -> Response:
             job = self._job(request.path_params["import_id"], "transactional", "dd2")
-            self._finished(job, "dd2")
+            self._finished(job)
             faults = job.info["faults"]
             return JSONResponse({"totalItems": job.rows, "totalImported": job.rows - len(faults),
                                  "totalRejected": len(faults), "faults": faults or None})

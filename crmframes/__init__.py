@@ -15,14 +15,20 @@ from importlib.metadata import version as _version
 from crmframes._accessor import CrmNamespace
 from crmframes._accessor import register as _register
 from crmframes._errors import (
+    AuthenticationError,
     ColumnNotFoundError,
     ConfigError,
     CredentialsError,
     CrmError,
+    CrmWarning,
     FrameError,
     PayloadError,
+    VendorError,
+    VendorUnavailableError,
 )
+from crmframes._job import Job, asubmit, submit
 from crmframes._pipeline import Payload, Plan, payloads, plan, validate
+from crmframes._retry import RetryPolicy
 from crmframes._target import Limits, Target
 from crmframes._target import registered as targets
 from crmframes.vendors.dengage import Dengage
@@ -47,24 +53,32 @@ def sandbox(**options: object) -> object:
     return start(**options)
 
 __all__ = [
+    "AuthenticationError",
     "ColumnNotFoundError",
     "ConfigError",
     "CredentialsError",
     "CrmError",
     "CrmNamespace",
+    "CrmWarning",
     "Dengage",
     "Dotdigital",
     "FrameError",
+    "Job",
     "Limits",
     "Payload",
     "PayloadError",
     "Plan",
     "Qualtrics",
+    "RetryPolicy",
     "Target",
+    "VendorError",
+    "VendorUnavailableError",
     "__version__",
+    "asubmit",
     "payloads",
     "plan",
     "sandbox",
+    "submit",
     "targets",
     "validate",
 ]

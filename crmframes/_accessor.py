@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
-from typing import Generic, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import polars as pl
 
 from crmframes import _pipeline
 from crmframes._target import Target
+
+if TYPE_CHECKING:
+    from crmframes._events import Sink
+    from crmframes._job import Job
+    from crmframes._retry import RetryPolicy
 
 F = TypeVar("F", pl.DataFrame, pl.LazyFrame)
 
@@ -31,6 +36,21 @@ class CrmNamespace(Generic[F]):
     def payloads(self, target: Target) -> Iterator[_pipeline.Payload]:
         """The exact request bodies, lazily, with the input row numbers inside each."""
         return _pipeline.payloads(self._frame, _target(target))
+
+    def submit(self, target: Target, *, wait: bool = True, timeout: float | None = None,
+               retry: RetryPolicy | None = None, sinks: Iterable[Sink] = ()) -> Job:
+        """Send the frame: plan, submit each request under the vendor's limits, poll, fetch
+        the reports. Returns a ``Job``; ``job.report()`` has one row per input row."""
+        from crmframes._job import submit
+
+        return submit(self._frame, _target(target), wait=wait, timeout=timeout, retry=retry, sinks=sinks)
+
+    async def asubmit(self, target: Target, *, wait: bool = True, timeout: float | None = None,
+                      retry: RetryPolicy | None = None, sinks: Iterable[Sink] = ()) -> Job:
+        """The async twin of ``submit``: ``job = await df.crm.asubmit(t)``."""
+        from crmframes._job import asubmit
+
+        return await asubmit(self._frame, _target(target), wait=wait, timeout=timeout, retry=retry, sinks=sinks)
 
 
 def _target(target: object) -> Target:

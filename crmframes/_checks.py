@@ -90,7 +90,7 @@ def unsupported(schema: pl.Schema, columns: Iterable[str], allow_nested: bool, v
 
 
 def not_null(column: str, what: str) -> Check:
-    return Check(column, "null", f"{what} is missing (null); fill it or drop the row.",
+    return Check(column, "missing_value", f"{what} is missing (null); fill it or drop the row.",
                  pl.col(column).is_null())
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar
 
 from crmframes._errors import ConfigError, CredentialsError, one_of
+
+if TYPE_CHECKING:
+    from crmframes._flow import Reply, Request
 
 
 class Secret:
@@ -71,3 +76,39 @@ def clean_base_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"base_url must start with http:// or https://; got {url!r}")
     return url
+
+
+class Connection:
+    """What the engine needs from a vendor connection; all of it pure (no I/O)."""
+
+    vendor: ClassVar[str]
+    base_url: str
+
+    def account(self) -> str:
+        """Who the vendor counts limits against, without secrets (budgets are per account)."""
+        return f"{self.vendor}|{self.base_url}"
+
+    def auth_headers(self, token: str | None) -> dict[str, str]:
+        """Headers that authenticate a call (``token`` from ``login`` where there is one)."""
+        raise NotImplementedError
+
+    def login(self) -> Request | None:
+        """The call that gets a token, for vendors that use one."""
+        return None
+
+    def parse_login(self, reply: Reply) -> tuple[str, float]:
+        """(token, seconds it lives) from the login answer."""
+        raise NotImplementedError
+
+    def error_message(self, reply: Reply) -> str:
+        """The vendor's own words for a refused call."""
+        return reply.text[:500] or f"HTTP {reply.status} with an empty body"
+
+    def busy(self, reply: Reply) -> bool:
+        """True when the answer means "too many imports are running": wait for a slot."""
+        return False
+
+
+def fingerprint(value: str | None) -> str:
+    """A short one-way tag of a user name or key, so budgets can tell accounts apart."""
+    return hashlib.sha256((value or "").encode()).hexdigest()[:12]

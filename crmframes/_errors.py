@@ -5,7 +5,13 @@
     │   └── CredentialsError      credentials missing where a call needs them
     ├── FrameError (ValueError)   the frame cannot be used for the target at all
     │   └── ColumnNotFoundError   a mapped or required column is absent
-    └── PayloadError              an internal guarantee broke while encoding (a bug)
+    ├── PayloadError              an internal guarantee broke while encoding (a bug)
+    └── VendorError               the vendor refused a call; its own message is kept
+        ├── AuthenticationError   401/403: credentials or permission; fix and ``job.wait()``
+        └── VendorUnavailableError  still 429/5xx/unreachable after the retry budget
+                                  (transient: the job stays resumable)
+
+    CrmWarning (UserWarning)      vendor totals that do not reconcile with what was sent
 
 Row-level problems (a bad email, a null key, a row larger than a request) are never
 exceptions: they are rows of ``df.crm.validate(t)`` and outcome ``invalid`` in reports.
@@ -20,6 +26,8 @@ from collections.abc import Iterable
 
 class CrmError(Exception):
     """Base class of every error crmframes raises on purpose."""
+
+    job: object = None  # set when a job's run raised it, so the job's report stays reachable
 
 
 class ConfigError(CrmError, ValueError):
@@ -61,3 +69,29 @@ def one_of(value: object, allowed: Iterable[object], what: str) -> str:
     hint = did_you_mean(str(value), [str(a) for a in allowed])
     listed = ", ".join(repr(a) for a in allowed)
     return f"{what} must be one of {listed}; got {value!r}.{hint}"
+
+
+class VendorError(CrmError):
+    """The vendor refused a call. ``vendor``, ``call`` (submit, poll, report, login, batch),
+    ``status`` and the vendor's ``message`` are kept as attributes."""
+
+    transient = False
+
+    def __init__(self, vendor: str, call: str, status: int | None, message: str, hint: str = "") -> None:
+        self.vendor, self.call, self.status, self.message = vendor, call, status, message
+        where = f"HTTP {status}" if status is not None else "no answer"
+        super().__init__(f"{vendor} refused the {call} call ({where}): {message}" + (f" {hint}" if hint else ""))
+
+
+class AuthenticationError(VendorError):
+    """401 or 403: the credentials are wrong or lack a permission."""
+
+
+class VendorUnavailableError(VendorError):
+    """The vendor kept answering 429/5xx or could not be reached for the whole retry budget."""
+
+    transient = True
+
+
+class CrmWarning(UserWarning):
+    """Something to check, not an error: e.g. vendor totals that do not match what was sent."""

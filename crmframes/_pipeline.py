@@ -41,6 +41,7 @@ class Payload:
     rows: pl.Series  # input row numbers (0-based), in body order
     body: bytes
     content_type: str
+    keys: pl.Series | None = None  # per row, the value the vendor echoes in faults (e.g. email)
 
     def __repr__(self) -> str:
         return (f"Payload(partition={self.partition}, rows={len(self.rows)}, "
@@ -169,6 +170,7 @@ class _Closed:
     rows_bytes: int
     closed_by: str
     pieces: list[memoryview] = field(default_factory=list)
+    keys: list[pl.Series] = field(default_factory=list)
 
 
 @dataclass
@@ -230,6 +232,8 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
     dups = _duplicates(frame, binding)
     open_rows: list[np.ndarray] = []
     open_pieces: list[memoryview] = []
+    open_keys: list[pl.Series] = []
+    with_keys = bodies and binding.report_key is not None
     open_bytes = 0
     offset = 0
     exprs: dict[frozenset[str], pl.Expr] = {}
@@ -246,6 +250,7 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
         if nulls not in exprs:
             exprs[nulls] = binding.encode(nulls).alias("_r")
         encoded = valid.select(exprs[nulls]).get_column("_r")
+        keys = valid.select(binding.report_key.alias("_k")).get_column("_k") if with_keys else None  # type: ignore[union-attr]
         lengths = encoded.str.len_bytes().to_numpy().astype(np.int64)
         rows = rows[ok]
         fits = part.fits_alone(lengths)
@@ -260,6 +265,7 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
                             "Shorten or split its values." for b in lengths[big]],
             }, schema=PROBLEM_SCHEMA)])
             encoded = encoded.filter(pl.Series(fits))
+            keys = keys.filter(pl.Series(fits)) if keys is not None else None
             lengths = lengths[fits]
             rows = rows[fits]
         if problems.height:
@@ -277,11 +283,13 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
                 open_bytes += int(lengths[cut.start:cut.stop].sum())
                 if bodies:
                     open_pieces.append(data[int(offs[cut.start]):int(offs[cut.stop])])
+                if keys is not None:
+                    open_keys.append(keys.slice(cut.start, cut.stop - cut.start))
             if cut.closes is not None:
-                yield _Closed(np.concatenate(open_rows), open_bytes, cut.closes, open_pieces)
-                open_rows, open_pieces, open_bytes = [], [], 0
+                yield _Closed(np.concatenate(open_rows), open_bytes, cut.closes, open_pieces, open_keys)
+                open_rows, open_pieces, open_keys, open_bytes = [], [], [], 0
     if part.finish():
-        yield _Closed(np.concatenate(open_rows), open_bytes, CLOSED_BY_END, open_pieces)
+        yield _Closed(np.concatenate(open_rows), open_bytes, CLOSED_BY_END, open_pieces, open_keys)
 
 
 def collect_problems(stats: _Pass, binding: Binding) -> pl.DataFrame:
@@ -346,4 +354,5 @@ def _payloads(frame: Frame, binding: Binding, chunk_rows: int) -> Iterator[Paylo
                 f"partition {i}: body is {len(body)} bytes, sized as {expected} "
                 f"(limit {limit}); please report this bug"
             )
-        yield Payload(i, pl.Series("row", closed.rows, dtype=pl.Int64), body, framing.content_type)
+        keys = pl.concat(closed.keys).rename("key") if closed.keys else None
+        yield Payload(i, pl.Series("row", closed.rows, dtype=pl.Int64), body, framing.content_type, keys)

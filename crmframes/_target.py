@@ -13,11 +13,15 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import polars as pl
 
 from crmframes._errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from crmframes._connection import Connection
+    from crmframes._flow import Flow, Reply, Request, Submission
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ class Binding:
     # batch (so null-stripping touches only those)
     encode: Callable[[frozenset[str]], pl.Expr] | None
     framing: Framing
+    # the value the vendor echoes in its faults (lower-cased email, record key), per row
+    report_key: pl.Expr | None = None
 
 
 class Target:
@@ -122,6 +128,33 @@ class Target:
 
     name: ClassVar[str]
     limits: ClassVar[Limits]
+    connection: Connection
+    # re-sending a request whose answer was lost cannot duplicate data (an upsert by key)
+    resend_safe: ClassVar[bool] = True
+
+    def concurrency_key(self) -> str:
+        """What ``limits.max_concurrent`` counts against: the account, or one list in it."""
+        return self.connection.account()
+
+    def prepare(self, now_utc: str) -> Flow | None:
+        """Job-level set-up before the first partition (e.g. a Qualtrics transaction batch).
+
+        The flow's return value is the job's context, passed to every ``lifecycle``.
+        """
+        return None
+
+    # One partition's import: ``submit_request`` → the engine sends it → ``accepted(reply)``
+    # → ``track`` (a sans-I/O flow: poll → report → Outcome). Split so that the body is let go
+    # as soon as it is sent, and a resumed job can track an import the vendor already has.
+
+    def submit_request(self, body: bytes, content_type: str, context: Any) -> Request:
+        raise NotImplementedError
+
+    def accepted(self, reply: Reply) -> Submission:
+        raise NotImplementedError
+
+    def track(self, import_id: str, early: tuple[Any, ...], context: Any) -> Flow:
+        raise NotImplementedError(f"{self.name} imports cannot be tracked after submit")
 
     def bind(self, schema: pl.Schema) -> Binding:  # pragma: no cover - abstract
         raise NotImplementedError

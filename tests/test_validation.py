@@ -101,9 +101,9 @@ def test_row_problems_cover_nulls_emails_nan_duplicates_length_and_size(conns):
     problems = df.crm.validate(t)
     got = set(problems.select("row", "column", "code").iter_rows())
     assert got == {
-        (1, "email", "invalid_email"), (2, "order_id", "null"), (3, "total", "not_finite"),
+        (1, "email", "invalid_email"), (2, "order_id", "missing_value"), (3, "total", "not_finite"),
         (3, "order_id", "duplicate_key"), (4, "order_id", "too_long"), (5, "total", "not_finite"),
-        (6, "email", "null"), (7, None, "row_too_large"),
+        (6, "email", "missing_value"), (7, None, "row_too_large"),
     }
     assert "row 0 has the same value" in problems.filter(pl.col("code") == "duplicate_key")["problem"][0]
     assert "2,000 bytes per request" in problems.filter(pl.col("code") == "row_too_large")["problem"][0]
@@ -115,9 +115,9 @@ def test_row_problems_cover_nulls_emails_nan_duplicates_length_and_size(conns):
 
 def test_sample_files_show_their_deliberate_bad_rows(conns):
     dd, qx, dn = conns
-    assert set(sample("contacts.csv").crm.validate(dd.contacts(1))["code"]) == {"invalid_email", "null", "duplicate_key"}
+    assert set(sample("contacts.csv").crm.validate(dd.contacts(1))["code"]) == {"invalid_email", "missing_value", "duplicate_key"}
     dn_problems = sample("dengage_contacts.csv").crm.validate(dn.contacts())
-    assert set(dn_problems["code"]) == {"null", "invalid_value"}
+    assert set(dn_problems["code"]) == {"missing_value", "invalid_value"}
     qx_t = qx.transaction_contacts("POOL_1", "CG_1", transaction_fields=["order_id", "amount"])
     assert sample("survey_transactions.csv").crm.validate(qx_t)["row"].to_list() == [7]
 

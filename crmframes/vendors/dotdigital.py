@@ -6,16 +6,18 @@ against Dotdigital's OpenAPI documents in the tests.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import polars as pl
 
 from crmframes import _checks as chk
-from crmframes._connection import Secret, clean_base_url, host, need, option, secret
+from crmframes._connection import Connection, Secret, clean_base_url, fingerprint, host, need, option, secret
 from crmframes._encode import (
     ISO,
     DType,
@@ -28,6 +30,20 @@ from crmframes._encode import (
     strip_nulls,
 )
 from crmframes._errors import ConfigError, one_of
+from crmframes._flow import (
+    Fault,
+    Flow,
+    Outcome,
+    Reply,
+    Request,
+    Step,
+    Submission,
+    Totals,
+    call,
+    note,
+    pause,
+    poll_intervals,
+)
 from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, UniqueKey, register
 
 DOCS = "https://developer.dotdigital.com/reference/"
@@ -64,7 +80,7 @@ def _limits(max_concurrent: int | None, slug: str, extra: dict[str, str]) -> Lim
     )
 
 
-class Dotdigital:
+class Dotdigital(Connection):
     """A Dotdigital API user. Credentials: arguments or DOTDIGITAL_USERNAME / _PASSWORD."""
 
     vendor = "Dotdigital"
@@ -87,6 +103,33 @@ class Dotdigital:
         need(self.password, "password", "DOTDIGITAL_PASSWORD", self.vendor)
         assert self.username is not None and self.password is not None
         return self.username, self.password.reveal()
+
+    def account(self) -> str:
+        return f"{self.vendor}|{self.base_url}|{fingerprint(self.username)}"
+
+    def auth_headers(self, token: str | None) -> dict[str, str]:
+        import base64
+
+        raw = ":".join(self.auth()).encode()
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii"), "Accept": "application/json"}
+
+    def error_message(self, reply: Reply) -> str:
+        """v2 answers ``{"message"}``; v3 ``{"errorCode", "description", "details"}`` (CONTRACTS §1–§3)."""
+        try:
+            doc = reply.json()
+        except ValueError:
+            return super().error_message(reply)
+        if isinstance(doc, dict) and "message" in doc:
+            return str(doc["message"])
+        if isinstance(doc, dict) and "errorCode" in doc:
+            details = "; ".join(f"{d.get('item')}: {d.get('description')}" for d in doc.get("details") or []
+                                if isinstance(d, dict))
+            return f"{doc['errorCode']} - {doc.get('description', '')}" + (f" ({details})" if details else "")
+        return super().error_message(reply)
+
+    def busy(self, reply: Reply) -> bool:
+        """The 25-contact-imports (v2) and 5-insight-imports (v3) answers."""
+        return b"TOOMANYACTIVEIMPORTS" in reply.content or b"tooManyActiveImports" in reply.content
 
     def contacts(self, address_book_id: int, merge_option: str | int = "OnlyOverwriteIfNotEmpty", *,
                  email: str | None = None, fields: Sequence[str] | None = None,
@@ -184,7 +227,18 @@ class DotdigitalContacts(Target):
             row = csv_row([csv_cell(pl.col(c), schema[c]) for c in [email, *data]])
             encode = lambda nulls: row  # noqa: E731  (CSV writes nulls as empty cells)
         head = csv_header(["Email", *data]).encode()
-        return Binding(self, tuple(problems), tuple(checks), unique, encode, self._framing(head))
+        key = unique.key if unique is not None else None
+        return Binding(self, tuple(problems), tuple(checks), unique, encode, self._framing(head), key)
+
+    def submit_request(self, body: bytes, content_type: str, context: Any) -> Request:
+        return Request("POST", self.path, "submit", body, content_type)
+
+    def accepted(self, reply: Reply) -> Submission:
+        doc = reply.json()  # ApiContactImport / ApiTransactionalDataImport: {id, status}
+        return Submission(str(doc["id"]), doc.get("status"))
+
+    def track(self, import_id: str, early: tuple[Any, ...], context: Any) -> Flow:
+        return _contacts_track(import_id)
 
     def _framing(self, head: bytes) -> Framing:
         filename = "contacts.csv"
@@ -253,6 +307,16 @@ class DotdigitalTransactionalData(Target):
         return _bind_records(self, schema, self.key, self.scope, "email", self.contact, self.fields,
                              self._encode, Framing(b"[", b"]", trim=1))
 
+    def submit_request(self, body: bytes, content_type: str, context: Any) -> Request:
+        return Request("POST", self.path, "submit", body, content_type)
+
+    def accepted(self, reply: Reply) -> Submission:
+        doc = reply.json()  # ApiContactImport / ApiTransactionalDataImport: {id, status}
+        return Submission(str(doc["id"]), doc.get("status"))
+
+    def track(self, import_id: str, early: tuple[Any, ...], context: Any) -> Flow:
+        return _transactional_track(import_id)
+
     def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema,
                 nulls: frozenset[str]) -> pl.Expr:
         inner = strip_nulls(json_object([(c, pl.col(c), schema[c]) for c in data], ISO), data, schema, nulls)
@@ -312,6 +376,15 @@ class DotdigitalInsightData(Target):
         return _bind_records(self, schema, self.key, self.scope, self.identity, self.contact, self.fields,
                              self._encode, Framing(prefix, b"]}", trim=1))
 
+    def submit_request(self, body: bytes, content_type: str, context: Any) -> Request:
+        return Request("PUT", self.path, "submit", body, content_type)
+
+    def accepted(self, reply: Reply) -> Submission:
+        return Submission(str(reply.json()["importId"]), "NotStarted")  # 202 {importId}
+
+    def track(self, import_id: str, early: tuple[Any, ...], context: Any) -> Flow:
+        return _insight_track(self.path, import_id)
+
     def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema,
                 nulls: frozenset[str]) -> pl.Expr:
         inner = strip_nulls(json_object([(c, pl.col(c), schema[c]) for c in data], ISO), data, schema, nulls)
@@ -354,7 +427,8 @@ def _bind_records(target: Target, schema: pl.Schema, key_arg: str, scope: str, i
     checks += chk.finite(schema, data)
     unique = UniqueKey(key, pl.col(key).cast(pl.String), "record key") if key is not None else None
     enc = None if problems else (lambda nulls: encode(key, contact, data, schema, nulls))
-    return Binding(target, tuple(problems), tuple(checks), unique, enc, framing)
+    return Binding(target, tuple(problems), tuple(checks), unique, enc, framing,
+                   unique.key if unique is not None else None)
 
 
 def _nested_arrays(schema: pl.Schema, columns: list[str]) -> list[Problem]:
@@ -371,3 +445,80 @@ def _nested_arrays(schema: pl.Schema, columns: list[str]) -> list[Problem]:
                     f"column {c!r} ({schema[c]}) holds a list inside a list, which Dotdigital "
                     "rejects (JsonContainsNestedArray); flatten the inner lists.")
             for c in columns if has(schema[c], False)]
+
+
+# --- lifecycles (sans-I/O; driven by the engine) ----------------------------------------
+
+V2_DONE, V2_FAILED = ("Finished",), ("Failed", "NotAvailableInThisVersion")
+# the v3 spec says Complete, its examples Finished: both mean done [C]
+V3_DONE, V3_FAILED = ("Finished", "Complete"), ("Failed",)
+
+
+def _poll(path: str, done: tuple[str, ...], failed: tuple[str, ...],
+          key: str = "status") -> Generator[Step, Reply | None, tuple[str, dict[str, Any]]]:
+    """Poll a status URL on Dotdigital's 5–30 s schedule until the import ends."""
+    for wait in poll_intervals():
+        yield from pause(wait, "poll")
+        doc = (yield from call(Request("GET", path, "poll"))).json()
+        state = str(doc.get(key))
+        yield from note("polled", vendor_state=state)
+        if state in done or state in failed:
+            return state, doc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def contact_faults(content: bytes) -> list[Fault]:
+    """The report-faults CSV: ``Reason`` then the import's columns (BOM, any header case)."""
+    rows = list(csv.reader(io.StringIO(content.decode("utf-8-sig"), newline="")))
+    if not rows:
+        return []
+    lower = [h.strip().lower() for h in rows[0]]
+    at_reason = lower.index("reason") if "reason" in lower else 0
+    at_email = lower.index("email") if "email" in lower else None
+    out = []
+    for row in rows[1:]:
+        if not row:
+            continue
+        email = row[at_email].strip().lower() if at_email is not None and at_email < len(row) else None
+        out.append(Fault(reason=row[at_reason], key=email))
+    return out
+
+
+def _contacts_track(import_id: str) -> Flow:
+    state, _ = yield from _poll(f"/v2/contacts/import/{import_id}", V2_DONE, V2_FAILED)
+    yield from note("vendor_done", vendor_state=state)
+    if state not in V2_DONE:
+        return Outcome(import_id, "failed", state, message=f"Dotdigital reports the import {state}")
+    counts = (yield from call(Request("GET", f"/v2/contacts/import/{import_id}/report", "report"))).json()
+    faults = yield from call(Request("GET", f"/v2/contacts/import/{import_id}/report-faults", "report"))
+    imported = int(counts.get("newContacts", 0)) + int(counts.get("updatedContacts", 0))
+    # the count categories overlap (suppressedContacts vs globallySuppressed) [I]: reconcile
+    # on what was imported, and take rejections from the faults file
+    return Outcome(import_id, "finished", state, tuple(contact_faults(faults.content)),
+                   Totals(imported, None, counts))
+
+
+def _transactional_track(import_id: str) -> Flow:
+    base = f"/v2/contacts/transactional-data/import/{import_id}"
+    state, _ = yield from _poll(base, V2_DONE, V2_FAILED)
+    yield from note("vendor_done", vendor_state=state)
+    if state not in V2_DONE:
+        return Outcome(import_id, "failed", state, message=f"Dotdigital reports the import {state}")
+    report = (yield from call(Request("GET", base + "/report", "report"))).json()
+    faults = tuple(Fault(str(f.get("reason")), f.get("detail"), key=str(f.get("key")))
+                   for f in report.get("faults") or [])
+    return Outcome(import_id, "finished", state, faults,
+                   Totals(report.get("totalImported"), report.get("totalRejected"), report))
+
+
+def _insight_track(path: str, import_id: str) -> Flow:
+    state, doc = yield from _poll(f"{path}/{import_id}", V3_DONE, V3_FAILED)
+    yield from note("vendor_done", vendor_state=state)
+    if state not in V3_DONE:
+        return Outcome(import_id, "failed", state, message=f"Dotdigital reports the import {state}")
+    faults = tuple(Fault(str(f.get("failureReason")), "; ".join(map(str, f.get("details") or [])) or None,
+                         key=str(f.get("key")))
+                   for f in doc.get("failures") or [])
+    summary = doc.get("summary") or {}
+    return Outcome(import_id, "finished", state, faults,
+                   Totals(summary.get("totalImported"), summary.get("totalRejected"), summary))

@@ -13,9 +13,10 @@ from typing import Any, ClassVar
 import polars as pl
 
 from crmframes import _checks as chk
-from crmframes._connection import Secret, clean_base_url, need, option, secret
+from crmframes._connection import Connection, Secret, clean_base_url, fingerprint, need, option, secret
 from crmframes._encode import ISO, csv_text, strip_keys
 from crmframes._errors import ConfigError
+from crmframes._flow import Fault, Flow, Outcome, Reply, Request, Submission, Totals, call, note, pause, poll_intervals
 from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, register
 
 QX_CREATE = "https://api.qualtrics.com/bab13356ac724-create-transaction-contacts-import"
@@ -28,7 +29,7 @@ BATCH_ID_RESERVED = 40
 BATCH_PLACEHOLDER = "BT_" + "0" * (BATCH_ID_RESERVED - 3)
 
 
-class Qualtrics:
+class Qualtrics(Connection):
     """A Qualtrics API token. Credentials: arguments or QUALTRICS_API_TOKEN / QUALTRICS_DATACENTER."""
 
     vendor = "Qualtrics"
@@ -56,6 +57,20 @@ class Qualtrics:
         need(self.token, "token", "QUALTRICS_API_TOKEN", self.vendor)
         assert self.token is not None
         return {"X-API-TOKEN": self.token.reveal()}
+
+    def account(self) -> str:
+        return f"{self.vendor}|{self.base_url}|{fingerprint(self.token.reveal() if self.token else None)}"
+
+    def auth_headers(self, token: str | None) -> dict[str, str]:
+        return self.headers()
+
+    def error_message(self, reply: Reply) -> str:
+        """``meta.error.{errorMessage, errorCode}`` (CONTRACTS §4)."""
+        try:
+            err = reply.json()["meta"]["error"]
+            return f"{err.get('errorCode')}: {err.get('errorMessage')}"
+        except (ValueError, KeyError, TypeError):
+            return super().error_message(reply)
 
     def transaction_contacts(self, directory_id: str, mailing_list_id: str, *,
                              transaction_fields: Sequence[str] = (),
@@ -164,7 +179,40 @@ class QualtricsTransactionContacts(Target):
             if isinstance(schema[c], (pl.String, pl.Categorical, pl.Enum)):
                 checks.append(chk.max_chars(c, MAX_EMBEDDED_VALUE, f"the value of {c!r}"))
         encode = None if problems else (lambda nulls: self._encode(schema, standard, embedded, trans, nulls))
-        return Binding(self, tuple(problems), tuple(checks), None, encode, self.framing())
+        key = pl.col(standard["email"]).cast(pl.String).str.to_lowercase() if "email" in standard else None
+        return Binding(self, tuple(problems), tuple(checks), None, encode, self.framing(), key)
+
+    # a re-sent transaction contacts import adds the transactions again (CONTRACTS §4, dedup)
+    resend_safe: ClassVar[bool] = False
+
+    def concurrency_key(self) -> str:
+        return f"{self.connection.account()}|{self.mailing_list_id}"  # one import per list at a time
+
+    def prepare(self, now_utc: str) -> Flow | None:
+        if not self.transaction_fields or self.batch_id:
+            return None
+        return _create_batch(self, now_utc)
+
+    def submit_request(self, body: bytes, content_type: str, context: Any) -> Request:
+        return Request("POST", self.path, "submit", self.reframe(body, context), content_type, idempotent=False)
+
+    def accepted(self, reply: Reply) -> Submission:
+        result = reply.json()["result"]
+        unprocessed = [int(i) for i in (result.get("contacts") or {}).get("unprocessed") or []]
+        early = tuple(Fault("unprocessed", UNPROCESSED, index=i) for i in unprocessed)
+        return Submission(str(result["id"]), result.get("status"), early)
+
+    def track(self, import_id: str, early: tuple[Any, ...], context: Any) -> Flow:
+        return _track(self, import_id, len(early))
+
+    def reframe(self, body: bytes, batch_id: str | None) -> bytes:
+        """Swap the planned envelope (which reserved room for an id) for the real batch id."""
+        if batch_id is None:
+            return body
+        old, new = self.framing().prefix, self.framing(batch_id).prefix
+        if not body.startswith(old) or len(new) > len(old):
+            raise ConfigError(f"batch id {batch_id!r} is longer than the {BATCH_ID_RESERVED} characters reserved")
+        return new + body[len(old):]
 
     def _encode(self, schema: pl.Schema, standard: dict[str, str], embedded: list[str],
                 trans: list[str], nulls: frozenset[str]) -> pl.Expr:
@@ -193,3 +241,45 @@ class QualtricsTransactionContacts(Target):
                 openers.append(obj_keys[0][0])
         return strip_keys(encoded, keys, openers) + pl.lit(",")
 
+
+
+# --- lifecycle (sans-I/O; driven by the engine) ---------------------------------------
+
+
+def _create_batch(t: QualtricsTransactionContacts, now_utc: str) -> Flow:
+    """``POST /directories/{dir}/transactionbatches`` → the batch id for transactionMeta."""
+    body = json.dumps({"transactionIds": [], "creationDate": now_utc}).encode()
+    reply = yield from call(Request("POST", f"/API/v3/directories/{t.directory_id}/transactionbatches", "batch",
+                                    body, "application/json", idempotent=False))
+    return str(reply.json()["result"]["id"])
+
+
+QX_DONE, QX_FAILED = ("complete", "completed"), ("failed", "error")  # [I] not enumerated by Qualtrics
+
+
+UNPROCESSED = ("Qualtrics did not process this contact: its embedded or transaction data was not accepted "
+               "(a null value, a non-object, or a key also in transaction fields).")
+
+
+def _track(t: QualtricsTransactionContacts, import_id: str, unprocessed: int) -> Flow:
+    """Poll → summary. ``unprocessed``: contacts the submit answer already listed."""
+    status_path = f"{t.path}/{import_id}"
+    state = ""
+    for wait in poll_intervals(2.0, 1.5, 30.0):  # [I] Qualtrics names no schedule
+        yield from pause(wait, "poll")
+        res = (yield from call(Request("GET", status_path, "poll"))).json()["result"]
+        state = str(res.get("status", "")).lower()
+        pct = res.get("percentComplete")
+        yield from note("polled", vendor_state=res.get("status"), percent=pct)
+        if state in QX_DONE or state in QX_FAILED:
+            break
+    yield from note("vendor_done", vendor_state=state)
+    if state in QX_FAILED:
+        return Outcome(import_id, "failed", state, message=f"Qualtrics reports the import {state}")
+    summary = (yield from call(Request("GET", status_path + "/summary", "report"))).json()["result"]
+    faults = [Fault("invalid_email", f"Qualtrics lists {e!r} among invalidEmails.", key=str(e).lower())
+               for e in summary.get("invalidEmails") or []]
+    count = (summary.get("contacts") or {}).get("count") or {}
+    imported = int(count.get("added", 0)) + int(count.get("updated", 0))
+    rejected = int(count.get("failed", 0)) + unprocessed
+    return Outcome(import_id, "finished", state, tuple(faults), Totals(imported, rejected, summary))

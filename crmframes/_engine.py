@@ -1,0 +1,387 @@
+"""The engine: the only code that sends or sleeps (DESIGN §4).
+
+It drives the vendors' sans-I/O flows (``_flow``) on the background loop (``_loop``):
+one httpx AsyncClient per connection, budgets per vendor account shared by every job
+in the process, the one retry policy (``_retry``) around every call, token renewal,
+and events out to the job's accumulator and sinks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from crmframes._connection import Connection
+from crmframes._errors import AuthenticationError, CrmError, FrameError, VendorError, VendorUnavailableError
+from crmframes._events import (
+    FINISHED,
+    IN_DOUBT,
+    NOT_SENT,
+    PLANNED,
+    SENDING,
+    SETTLED,
+    SUBMITTED,
+    Polled,
+    Requeued,
+    Sending,
+    Settled,
+    Stopped,
+    Submitted,
+)
+from crmframes._flow import Call, Flow, Note, Pause, Reply, Request
+from crmframes._report import map_faults
+from crmframes._retry import RetryPolicy
+from crmframes._target import Target
+
+if TYPE_CHECKING:
+    from crmframes._job import Job
+
+log = logging.getLogger("crmframes")
+
+# In-flight submits per account when the vendor documents no concurrency limit [I]
+DEFAULT_INFLIGHT = 8
+# D·engage counts its minute from when a call arrives; start each call this share later
+# than the interval so network jitter never lands one early.
+PACE_MARGIN = 0.005
+USER_AGENT = "crmframes"
+
+
+class InDoubt(CrmError):
+    """A request that must not be repeated lost its answer: it may or may not have been applied."""
+
+
+class Session:
+    """One connection's HTTP client, token and the sandbox time scale it reports."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.client = httpx.AsyncClient(
+            base_url=conn.base_url, headers={"User-Agent": USER_AGENT},
+            # Dotdigital asks clients to allow 121 s before timing out (CONTRACTS §1)
+            timeout=httpx.Timeout(121.0, connect=15.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
+        self.scale = 1.0
+        self.token: str | None = None
+        self.token_expires = 0.0
+        self.token_lock = asyncio.Lock()
+
+    def learn_scale(self, headers: httpx.Headers) -> None:
+        raw = headers.get("x-sandbox-time-scale")
+        if raw:
+            with contextlib.suppress(ValueError):
+                self.scale = max(0.0, float(raw))
+
+
+class Budget:
+    """Concurrency slots and call pacing for one vendor account (or one list in it)."""
+
+    def __init__(self, slots: int, interval: float | None) -> None:
+        self.slots = asyncio.Semaphore(slots)
+        self.size = slots
+        self.interval = interval
+        self.next_start = 0.0
+        self.pace_lock = asyncio.Lock()
+
+    async def pace(self, scale: float) -> None:
+        """Start calls at least ``interval`` (vendor seconds) apart."""
+        if not self.interval:
+            return
+        async with self.pace_lock:
+            delay = self.next_start - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.next_start = time.monotonic() + self.interval * scale * (1 + PACE_MARGIN)
+
+
+class Engine:
+    """Process-wide state on the engine loop: sessions per connection, budgets per account."""
+
+    def __init__(self) -> None:
+        self.sessions: weakref.WeakKeyDictionary[Connection, Session] = weakref.WeakKeyDictionary()
+        self.budgets: dict[tuple[str, str], Budget] = {}
+        self.rng = random.Random()
+
+    def session(self, conn: Connection) -> Session:
+        s = self.sessions.get(conn)
+        if s is None:
+            s = self.sessions[conn] = Session(conn)
+        return s
+
+    def budget(self, target: Target) -> Budget:
+        lim = target.limits
+        key = (target.name, target.concurrency_key())
+        b = self.budgets.get(key)
+        if b is None:
+            b = self.budgets[key] = Budget(lim.max_concurrent or DEFAULT_INFLIGHT, lim.min_interval)
+        return b
+
+    # --- one call, under the retry policy ---
+
+    async def call(self, s: Session, req: Request, policy: RetryPolicy, *,
+                   pace: Budget | None = None,
+                   on_retry: Callable[[str, float, int | None], None] | None = None) -> Reply:
+        vendor = s.conn.vendor
+        attempt = 0
+        started = time.monotonic()
+        relogged = False
+        while True:
+            attempt += 1
+            if pace is not None:
+                await pace.pace(s.scale)
+            headers = {}
+            if req.authenticated:
+                headers.update(await self.auth_headers(s, policy))
+            if req.content_type:
+                headers["Content-Type"] = req.content_type
+            status: int | None = None
+            transport: str | None = None
+            reply: Reply | None = None
+            try:
+                r = await s.client.request(req.method, req.path, content=req.content, headers=headers,
+                                           params=dict(req.params) or None)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+                transport = "connect"
+            except httpx.TransportError:
+                transport = "read"  # sent, but the answer was lost or cut short
+            else:
+                s.learn_scale(r.headers)
+                reply = Reply(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
+                status = r.status_code
+                if 200 <= status < 300:
+                    return reply
+                if status == 401 and s.conn.login() is not None and not relogged:
+                    s.token, relogged = None, True  # the token expired early or was revoked: renew once
+                    continue
+                if status in (401, 403):
+                    raise AuthenticationError(vendor, req.call, status, s.conn.error_message(reply),
+                                              _auth_hint(status))
+            decision = policy.decide(attempt, status=status, headers=reply.headers if reply else None,
+                                     busy=bool(reply and s.conn.busy(reply)), transport=transport,
+                                     idempotent=req.idempotent, now_epoch=time.time(), rng=self.rng)
+            if decision.retry and time.monotonic() - started > policy.give_up_after * s.scale:
+                decision = decision.__class__(False, why="exhausted")
+            if not decision.retry:
+                if decision.in_doubt:
+                    raise InDoubt(f"{vendor} {req.call}: the answer was lost ({transport or status}); the "
+                                  "request may have been applied and is not repeated automatically")
+                message = s.conn.error_message(reply) if reply is not None else f"transport error ({transport})"
+                if decision.why == "exhausted":
+                    raise VendorUnavailableError(vendor, req.call, status, message,
+                                                 f"Gave up after {attempt} attempts; the job is resumable: "
+                                                 "call job.wait() again later.")
+                raise VendorError(vendor, req.call, status, message)
+            wait = decision.wait * s.scale
+            if on_retry is not None:
+                on_retry(decision.why, wait, status)
+            await asyncio.sleep(wait)
+
+    async def auth_headers(self, s: Session, policy: RetryPolicy) -> dict[str, str]:
+        login = s.conn.login()
+        if login is None:
+            return s.conn.auth_headers(None)
+        async with s.token_lock:
+            if s.token is None or time.monotonic() >= s.token_expires:
+                try:
+                    reply = await self.call(s, login, policy)
+                except VendorError as e:
+                    if e.status in (400, 401):
+                        raise AuthenticationError(e.vendor, "login", e.status, e.message,
+                                                  "Check the user key and password.") from None
+                    raise
+                token, ttl = s.conn.parse_login(reply)
+                # renew a minute before expiry, as D·engage advises (CONTRACTS §5)
+                s.token, s.token_expires = token, time.monotonic() + max(0.0, ttl - 60) * s.scale
+            return s.conn.auth_headers(s.token)
+
+    # --- one flow ---
+
+    async def drive(self, flow: Flow, s: Session, policy: RetryPolicy, *, pace: Budget | None = None,
+                    on_note: Callable[[Note], None] | None = None,
+                    on_retry: Callable[[str, str, float, int | None], None] | None = None) -> Any:
+        reply: Reply | None = None
+        while True:
+            try:
+                step = flow.send(reply)
+            except StopIteration as stop:
+                return stop.value
+            reply = None
+            if isinstance(step, Call):
+                req = step.request
+                pacer = pace if req.call == "submit" else None
+                retry = None if on_retry is None else (lambda why, w, st, c=req.call: on_retry(c, why, w, st))
+                reply = await self.call(s, req, policy, pace=pacer, on_retry=retry)
+            elif isinstance(step, Pause):
+                await asyncio.sleep(step.seconds * s.scale)
+            elif isinstance(step, Note) and on_note is not None:
+                on_note(step)
+
+
+_ENGINE: Engine | None = None
+
+
+def engine() -> Engine:
+    """The engine of the background loop (created there on first use)."""
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = Engine()
+    return _ENGINE
+
+
+def _auth_hint(status: int) -> str:
+    if status == 403:
+        return "The credentials work but lack a permission for this call; ask the account admin."
+    return "Check the credentials (arguments or environment variables)."
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- a job's run ---------------------------------------------------------------------
+
+
+async def run(job: Job) -> None:
+    """Send what is not sent, track what is in flight, until every partition settles.
+
+    Cancelling this coroutine (Ctrl-C, the notebook's stop button) leaves the job resumable:
+    partitions caught mid-send become in_doubt, submitted ones keep their import ids.
+    """
+    eng = engine()
+    target = job.target
+    s = eng.session(target.connection)
+    budget = eng.budget(target)
+    hold_until_done = target.limits.max_concurrent is not None
+    emit = job.emit
+    try:
+        async with asyncio.TaskGroup() as tg:
+            if job.context is _UNSET:
+                flow = target.prepare(now_utc())
+                ctx = None
+                if flow is not None:
+                    ctx = await eng.drive(flow, s, job.retry, on_retry=job.on_retry(None))
+                job.context = ctx
+            payloads = job.payload_iter()
+            while True:
+                p = await asyncio.to_thread(next, payloads, None)
+                if p is None:
+                    break
+                part = job.state.partitions.get(p.partition)
+                if part is None or part.rows != len(p.rows):
+                    raise FrameError("the frame changed since the job was planned (partition "
+                                     f"{p.partition} differs); submit it as a new job")
+                if part.state == IN_DOUBT and target.resend_safe:
+                    emit(Requeued(job.id, time.time(), p.partition, "re-sent: an upsert by key is safe to repeat"))
+                if part.state in SETTLED or (part.state == PLANNED and job.cancelled):
+                    continue
+                await budget.slots.acquire()
+                if job.cancelled and part.state == PLANNED:
+                    budget.slots.release()
+                    continue
+                tg.create_task(_partition(job, eng, s, budget, p, hold_until_done))
+    except BaseException as exc:
+        for part in list(job.state.partitions.values()):
+            if part.state == SENDING:  # cut off mid-send: maybe applied, maybe not
+                emit(Settled(job.id, time.time(), part.partition, IN_DOUBT,
+                             message="interrupted while sending; resume re-sends it where that is safe"))
+        err = _first_crm_error(exc)
+        if err is not None:
+            job.error = err
+            emit(Stopped(job.id, time.time(), "error", str(err)))
+            return
+        emit(Stopped(job.id, time.time(), "paused", "interrupted; job.wait() resumes"))
+        raise
+    if job.cancelled:
+        for part in list(job.state.partitions.values()):
+            if part.state == PLANNED:
+                emit(Settled(job.id, time.time(), part.partition, NOT_SENT, message="cancelled before sending"))
+    emit(Stopped(job.id, time.time(), "done"))
+
+
+def _first_crm_error(exc: BaseException) -> CrmError | None:
+    if isinstance(exc, CrmError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for e in exc.exceptions:
+            found = _first_crm_error(e)
+            if found is not None:
+                return found
+    return None
+
+
+async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, p: Any, hold_until_done: bool) -> None:
+    """Submit (or keep tracking) one partition and settle it; the slot is freed as soon as the
+    vendor finishes the import, so the next partition starts at once (never in waves)."""
+    partition, rows, keys = p.partition, p.rows, p.keys
+    part = job.state.partitions[partition]
+    target = job.target
+    held = True
+    emit = job.emit
+
+    def free() -> None:
+        nonlocal held
+        if held:
+            held = False
+            budget.slots.release()
+
+    def on_note(n: Note) -> None:
+        if n.state == "polled":
+            emit(Polled(job.id, time.time(), partition, n.vendor_state, n.percent))
+        elif n.state == "vendor_done":
+            free()
+
+    retry = job.on_retry(partition)
+    try:
+        if part.state != SUBMITTED:
+            emit(Sending(job.id, time.time(), partition))
+            req = target.submit_request(p.body, p.content_type, job.context)
+            p = None  # the body can be 50 MB: only the request holds it, until it is sent
+            reply = await eng.call(s, req, job.retry, pace=budget,
+                                   on_retry=lambda why, w, st: retry("submit", why, w, st))
+            del req
+            sub = target.accepted(reply)
+            emit(Submitted(job.id, time.time(), partition, sub.import_id, sub.vendor_state, sub.early))
+            if not hold_until_done:
+                free()
+            outcome = sub.outcome
+        else:
+            outcome = None  # resumed: the vendor already has it
+        if outcome is None:
+            flow = target.track(part.import_id or "", part.early, job.context)
+            outcome = await eng.drive(flow, s, job.retry, on_note=on_note, on_retry=retry)
+        faults, unmatched = map_faults((*part.early, *outcome.faults), rows, keys)
+        totals = outcome.totals
+        emit(Settled(job.id, time.time(), partition, FINISHED if outcome.state == "finished" else "failed",
+                     outcome.vendor_state, outcome.message, faults, unmatched,
+                     None if totals is None else totals.imported, None if totals is None else totals.rejected))
+    except InDoubt as e:
+        emit(Settled(job.id, time.time(), partition, IN_DOUBT, message=str(e)))
+    except VendorError as e:
+        if e.call == "submit" and not isinstance(e, (AuthenticationError, VendorUnavailableError)) \
+                and e.status != 404:
+            # the vendor refused this request (e.g. 400 validation, 413): settle it, go on
+            emit(Settled(job.id, time.time(), partition, "refused", message=str(e)))
+        else:
+            if part.state == SENDING:  # refused before it was applied: send again on resume
+                emit(Requeued(job.id, time.time(), partition, str(e)))
+            raise
+    finally:
+        free()
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
+
+

@@ -1,0 +1,174 @@
+"""Events out of the engine, and the one accumulator that turns them into job state.
+
+The engine only emits events; ``JobState.apply`` is the only code that changes a job's
+state. ``job.status()``, ``job.report()`` and every display sink read the same state, so
+what a widget shows and what the frames say cannot disagree (STYLE 6).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# partition states, in the order they are reached
+PLANNED, SENDING, SUBMITTED, FINISHED, FAILED, REFUSED, IN_DOUBT, NOT_SENT = (
+    "planned", "sending", "submitted", "finished", "failed", "refused", "in_doubt", "not_sent")
+SETTLED = frozenset({FINISHED, FAILED, REFUSED, IN_DOUBT, NOT_SENT})
+
+
+@dataclass(frozen=True)
+class Event:
+    job_id: str
+    at: float  # time.time() when it happened
+
+
+@dataclass(frozen=True)
+class Planned(Event):
+    target: str
+    partitions: tuple[tuple[int, int, int], ...]  # (partition, rows, bytes)
+    input_rows: int
+    invalid_rows: int
+
+
+@dataclass(frozen=True)
+class Sending(Event):
+    partition: int
+
+
+@dataclass(frozen=True)
+class Submitted(Event):
+    partition: int
+    import_id: str | None
+    vendor_state: str | None
+    early: tuple[Any, ...] = ()  # Fault objects already in the submit answer
+
+
+@dataclass(frozen=True)
+class Requeued(Event):
+    """A partition goes back to be sent again (refused by a transient error, or in doubt and
+    safe to repeat)."""
+
+    partition: int
+    why: str
+
+
+@dataclass(frozen=True)
+class Polled(Event):
+    partition: int
+    vendor_state: str | None
+    percent: float | None = None
+
+
+@dataclass(frozen=True)
+class RetryScheduled(Event):
+    partition: int | None
+    call: str
+    why: str
+    wait: float  # real seconds
+    status: int | None
+
+
+@dataclass(frozen=True)
+class Settled(Event):
+    """A partition reached its end: finished, failed, refused, in_doubt or not_sent."""
+
+    partition: int
+    state: str
+    vendor_state: str | None = None
+    message: str | None = None
+    faults: Any = None  # pl.DataFrame (row, reason, detail) of the rows the vendor rejected
+    unmatched: int = 0  # vendor faults that matched no row sent
+    imported: int | None = None
+    rejected: int | None = None
+
+
+@dataclass(frozen=True)
+class Stopped(Event):
+    """The job's run ended: ``done`` (every partition settled), ``paused`` or ``error``."""
+
+    how: str
+    message: str | None = None
+
+
+@dataclass
+class PartitionState:
+    partition: int
+    rows: int
+    bytes: int
+    state: str = PLANNED
+    import_id: str | None = None
+    vendor_state: str | None = None
+    percent: float | None = None
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    message: str | None = None
+    faults: Any = None
+    unmatched: int = 0
+    imported: int | None = None
+    rejected: int | None = None
+    retries: int = 0
+    early: tuple[Any, ...] = ()
+
+
+@dataclass
+class JobState:
+    """Everything known about one job, built only from events."""
+
+    job_id: str
+    target: str = ""
+    input_rows: int = 0
+    invalid_rows: int = 0
+    partitions: dict[int, PartitionState] = field(default_factory=dict)
+    retries: int = 0
+    waiting: str | None = None  # the current wait, e.g. "rate_limited 1.2 s"
+    stopped: str | None = None  # None while running; done | paused | error
+    message: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def apply(self, e: Event) -> None:
+        with self.lock:
+            self._apply(e)
+
+    def _apply(self, e: Event) -> None:
+        if isinstance(e, Planned):
+            self.target, self.input_rows, self.invalid_rows = e.target, e.input_rows, e.invalid_rows
+            for i, rows, size in e.partitions:
+                self.partitions.setdefault(i, PartitionState(i, rows, size))
+            self.stopped = None
+            return
+        if isinstance(e, Stopped):
+            self.stopped, self.message, self.waiting = e.how, e.message, None
+            return
+        if isinstance(e, RetryScheduled):
+            self.retries += 1
+            self.waiting = f"{e.why} {e.wait:.1f} s"
+            if e.partition is not None:
+                self.partitions[e.partition].retries += 1
+            return
+        p = self.partitions[e.partition]  # type: ignore[attr-defined]
+        self.waiting = None
+        if isinstance(e, Sending):
+            p.state = SENDING
+        elif isinstance(e, Submitted):
+            p.state, p.import_id, p.vendor_state, p.submitted_at = SUBMITTED, e.import_id, e.vendor_state, e.at
+            p.early = e.early
+        elif isinstance(e, Requeued):
+            p.state, p.message, p.import_id, p.early = PLANNED, e.why, None, ()
+        elif isinstance(e, Polled):
+            p.vendor_state, p.percent = e.vendor_state, e.percent
+        elif isinstance(e, Settled):
+            p.state, p.message, p.finished_at = e.state, e.message, e.at
+            p.vendor_state = e.vendor_state or p.vendor_state
+            p.faults, p.unmatched, p.imported, p.rejected = e.faults, e.unmatched, e.imported, e.rejected
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            out: dict[str, int] = {}
+            for p in self.partitions.values():
+                out[p.state] = out.get(p.state, 0) + 1
+            return out
+
+
+Sink = Callable[[Event], None]

@@ -15,10 +15,11 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import polars as pl
 
 from crmframes._connection import Connection
 from crmframes._errors import AuthenticationError, CrmError, FrameError, VendorError, VendorUnavailableError
@@ -37,7 +38,7 @@ from crmframes._events import (
     Stopped,
     Submitted,
 )
-from crmframes._flow import Call, Flow, Note, Pause, Reply, Request
+from crmframes._flow import Call, Flow, Note, Outcome, Pause, Reply, Request
 from crmframes._report import map_faults
 from crmframes._retry import RetryPolicy
 from crmframes._target import Target
@@ -49,10 +50,13 @@ log = logging.getLogger("crmframes")
 
 # In-flight submits per account when the vendor documents no concurrency limit [I]
 DEFAULT_INFLIGHT = 8
-# D·engage counts its minute from when a call arrives; start each call this share later
-# than the interval so network jitter never lands one early.
+# D·engage counts its minute from when a call arrives; start each call a little later than
+# the interval (a share of it, plus real seconds) so network jitter never lands one early.
 PACE_MARGIN = 0.005
+PACE_MARGIN_SECONDS = 0.01
 USER_AGENT = "crmframes"
+# seconds an interrupted run still waits for a submit already on the wire
+INTERRUPT_GRACE = 10.0
 
 
 class InDoubt(CrmError):
@@ -88,27 +92,35 @@ class Budget:
         self.slots = asyncio.Semaphore(slots)
         self.size = slots
         self.interval = interval
-        self.next_start = 0.0
+        self.last_start = -1e18
         self.pace_lock = asyncio.Lock()
 
-    async def pace(self, scale: float) -> None:
-        """Start calls at least ``interval`` (vendor seconds) apart."""
+    async def pace(self, scale: float, sleep: Callable[[float], Awaitable[None]]) -> None:
+        """Start calls at least ``interval`` (vendor seconds) apart.
+
+        The gap is computed from the last start with the scale known *now*: the first
+        answer is what tells a client that it talks to a time-scaled sandbox.
+        """
         if not self.interval:
             return
         async with self.pace_lock:
-            delay = self.next_start - time.monotonic()
+            gap = self.interval * scale * (1 + PACE_MARGIN) + PACE_MARGIN_SECONDS
+            delay = self.last_start + gap - time.monotonic()
             if delay > 0:
-                await asyncio.sleep(delay)
-            self.next_start = time.monotonic() + self.interval * scale * (1 + PACE_MARGIN)
+                await sleep(delay)
+            self.last_start = time.monotonic()
 
 
 class Engine:
     """Process-wide state on the engine loop: sessions per connection, budgets per account."""
 
-    def __init__(self) -> None:
+    def __init__(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.sessions: weakref.WeakKeyDictionary[Connection, Session] = weakref.WeakKeyDictionary()
         self.budgets: dict[tuple[str, str], Budget] = {}
         self.rng = random.Random()
+        # every wait (back-off, Retry-After, polls, pacing) goes through here: tests inject
+        # a faster one to replay vendor timings that a sandbox time scale cannot shorten
+        self.sleep = sleep
 
     def session(self, conn: Connection) -> Session:
         s = self.sessions.get(conn)
@@ -136,7 +148,7 @@ class Engine:
         while True:
             attempt += 1
             if pace is not None:
-                await pace.pace(s.scale)
+                await pace.pace(s.scale, self.sleep)
             headers = {}
             if req.authenticated:
                 headers.update(await self.auth_headers(s, policy))
@@ -167,7 +179,7 @@ class Engine:
             decision = policy.decide(attempt, status=status, headers=reply.headers if reply else None,
                                      busy=bool(reply and s.conn.busy(reply)), transport=transport,
                                      idempotent=req.idempotent, now_epoch=time.time(), rng=self.rng)
-            if decision.retry and time.monotonic() - started > policy.give_up_after * s.scale:
+            if decision.retry and time.monotonic() - started > policy.give_up_after:
                 decision = decision.__class__(False, why="exhausted")
             if not decision.retry:
                 if decision.in_doubt:
@@ -182,7 +194,7 @@ class Engine:
             wait = decision.wait * s.scale
             if on_retry is not None:
                 on_retry(decision.why, wait, status)
-            await asyncio.sleep(wait)
+            await self.sleep(wait)
 
     async def auth_headers(self, s: Session, policy: RetryPolicy) -> dict[str, str]:
         login = s.conn.login()
@@ -220,7 +232,7 @@ class Engine:
                 retry = None if on_retry is None else (lambda why, w, st, c=req.call: on_retry(c, why, w, st))
                 reply = await self.call(s, req, policy, pace=pacer, on_retry=retry)
             elif isinstance(step, Pause):
-                await asyncio.sleep(step.seconds * s.scale)
+                await self.sleep(step.seconds * s.scale)
             elif isinstance(step, Note) and on_note is not None:
                 on_note(step)
 
@@ -344,9 +356,23 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, p: Any, 
             emit(Sending(job.id, time.time(), partition))
             req = target.submit_request(p.body, p.content_type, job.context)
             p = None  # the body can be 50 MB: only the request holds it, until it is sent
-            reply = await eng.call(s, req, job.retry, pace=budget,
-                                   on_retry=lambda why, w, st: retry("submit", why, w, st))
+            send = asyncio.ensure_future(eng.call(s, req, job.retry, pace=budget,
+                                                  on_retry=lambda why, w, st: retry("submit", why, w, st)))
             del req
+            try:
+                reply = await asyncio.shield(send)
+            except asyncio.CancelledError:
+                # Interrupted mid-send: give the answer a moment, so the import id is recorded
+                # and a resumed job polls it instead of sending the rows a second time.
+                done, _ = await asyncio.wait({send}, timeout=INTERRUPT_GRACE)
+                if send in done and not send.cancelled() and send.exception() is None:
+                    sub = target.accepted(send.result())
+                    emit(Submitted(job.id, time.time(), partition, sub.import_id, sub.vendor_state, sub.early))
+                    if sub.outcome is not None:
+                        _settle(job, partition, sub.outcome, rows, keys)
+                else:
+                    send.cancel()
+                raise
             sub = target.accepted(reply)
             emit(Submitted(job.id, time.time(), partition, sub.import_id, sub.vendor_state, sub.early))
             if not hold_until_done:
@@ -357,11 +383,7 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, p: Any, 
         if outcome is None:
             flow = target.track(part.import_id or "", part.early, job.context)
             outcome = await eng.drive(flow, s, job.retry, on_note=on_note, on_retry=retry)
-        faults, unmatched = map_faults((*part.early, *outcome.faults), rows, keys)
-        totals = outcome.totals
-        emit(Settled(job.id, time.time(), partition, FINISHED if outcome.state == "finished" else "failed",
-                     outcome.vendor_state, outcome.message, faults, unmatched,
-                     None if totals is None else totals.imported, None if totals is None else totals.rejected))
+        _settle(job, partition, outcome, rows, keys)
     except InDoubt as e:
         emit(Settled(job.id, time.time(), partition, IN_DOUBT, message=str(e)))
     except VendorError as e:
@@ -375,6 +397,15 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, p: Any, 
             raise
     finally:
         free()
+
+
+def _settle(job: Job, partition: int, outcome: Outcome, rows: pl.Series, keys: pl.Series | None) -> None:
+    part = job.state.partitions[partition]
+    faults, unmatched = map_faults((*part.early, *outcome.faults), rows, keys)
+    totals = outcome.totals
+    job.emit(Settled(job.id, time.time(), partition, FINISHED if outcome.state == "finished" else "failed",
+                     outcome.vendor_state, outcome.message, faults, unmatched,
+                     None if totals is None else totals.imported, None if totals is None else totals.rejected))
 
 
 class _Unset:

@@ -1,4 +1,4 @@
-"""Command line: ``crmframes plan|validate FILE --to TARGET -o key=value ...`` and ``demo``.
+"""Command line: ``crmframes plan|validate|submit FILE --to TARGET -o key=value ...``, ``demo``, ``sandbox``.
 
 Credentials and regions come from the same environment variables as the Python API.
 """
@@ -40,13 +40,18 @@ def _value(key: str, raw: str) -> Any:
         return raw
 
 
-def _connection(vendor: str) -> Any:
+def _connection(vendor: str, sandbox_url: str | None = None) -> Any:
     import os
 
     from crmframes.vendors.dengage import Dengage
     from crmframes.vendors.dotdigital import Dotdigital
     from crmframes.vendors.qualtrics import Qualtrics
 
+    if sandbox_url is not None:
+        from crmframes.sandbox import CREDS
+
+        factory = {"dotdigital": Dotdigital, "qualtrics": Qualtrics, "dengage": Dengage}[vendor]
+        return factory(*CREDS[vendor], base_url=sandbox_url)
     if vendor == "dotdigital":
         return Dotdigital()
     if vendor == "qualtrics":
@@ -55,7 +60,7 @@ def _connection(vendor: str) -> Any:
     return Dengage()
 
 
-def build_target(name: str, options: list[str]) -> Target:
+def build_target(name: str, options: list[str], sandbox_url: str | None = None) -> Target:
     target_class(name)  # unknown names fail with the known ones and a suggestion
     vendor, method = FACTORIES[name]
     kwargs = {}
@@ -65,7 +70,7 @@ def build_target(name: str, options: list[str]) -> Target:
             raise ConfigError(f"options are key=value; got {opt!r}")
         kwargs[key.strip()] = _value(key.strip(), raw)
     try:
-        return getattr(_connection(vendor), method)(**kwargs)
+        return getattr(_connection(vendor, sandbox_url), method)(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{name}: {e}") from None
 
@@ -108,23 +113,97 @@ DEMO = [
     ("contacts.csv", "dotdigital.contacts", ["address_book_id=1001", "merge_option=OnlyOverwriteIfNotEmpty"]),
     ("orders.parquet", "dotdigital.transactional_data", ["collection=orders", "key=order_id", "contact=email"]),
     ("orders.parquet", "dotdigital.insight_data",
-     ["collection=orders", "scope=contact", "type=orders", "key=order_id", "identity=email"]),
+     ["collection=orders_insight", "scope=contact", "type=orders", "key=order_id", "identity=email"]),
     ("survey_transactions.csv", "qualtrics.transaction_contacts",
      ["directory_id=POOL_demo", "mailing_list_id=CG_demo", "transaction_fields=order_id,amount,visit_date"]),
     ("dengage_contacts.csv", "dengage.contacts", ["insert_if_not_exists=true"]),
 ]
 
 
+KNOBS = ("latency", "job_duration", "time_scale", "p429", "p5xx", "p_drop", "p_job_fail", "seed")
+
+
+def _knobs(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in KNOBS if getattr(args, k, None) is not None}
+
+
+def _progress(event: Any) -> None:
+    """One line per state change (the terminal progress bars come with the display issue)."""
+    from crmframes import _events as ev
+
+    if isinstance(event, ev.Submitted):
+        print(f"  partition {event.partition}: submitted" + (f" (import {event.import_id})" if event.import_id else ""))
+    elif isinstance(event, ev.Settled):
+        print(f"  partition {event.partition}: {event.state}" + (f" — {event.message}" if event.message else ""))
+    elif isinstance(event, ev.RetryScheduled):
+        print(f"  {event.call}: {event.why} (HTTP {event.status}), retrying in {event.wait:.2f} s")
+
+
+def _summary(job: Any) -> None:
+    with pl.Config(tbl_rows=12, fmt_str_lengths=60, tbl_width_chars=160, tbl_hide_dataframe_shape=True):
+        print(job.status().select("partition", "import_id", "state", "vendor_state", "rows", "bytes", "retries",
+                                  "vendor_imported", "vendor_rejected", "reconciled"))
+        report = job.report()
+        print("report (one row per input row) — outcomes:",
+              ", ".join(f"{k} {v}" for k, v in job.counts().items()))
+        not_ok = report.filter(pl.col("outcome") != "accepted")
+        if not_ok.height:
+            print(not_ok.head(8))
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from crmframes._job import submit
+
+    with contextlib.ExitStack() as stack:
+        url = None
+        if args.sandbox:
+            from crmframes.sandbox import sandbox
+
+            url = stack.enter_context(sandbox(**_knobs(args))).url
+        t = build_target(args.to, args.option, url)
+        job = submit(read_frame(args.file), t, sinks=[_progress] if not args.quiet else ())
+    _summary(job)
+    if args.report:
+        out = Path(args.report)
+        report = job.report().with_columns(pl.col("outcome").cast(pl.String))
+        report.write_parquet(out) if out.suffix == ".parquet" else report.write_csv(out)
+        print(f"report written to {out}")
+    return 0 if set(job.counts()) <= {"accepted"} else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    for file, name, options in DEMO:
-        print(f"\n=== {name}  ←  data/{file}")
-        t = build_target(name, options)
-        p = plan_frame(read_frame(str(DATA / file)), t)
-        print(p)
-        print("problems (these rows are reported invalid and not sent):")
-        _print_problems(p.problems.select("row", "column", "code"))
-    print("\nSending to the embedded sandbox needs the engine, which is not built yet; "
-          "this demo stops at the plan.")
+    """The whole round trip against the embedded sandbox, with the files in data/."""
+    import time
+
+    from crmframes._job import Job
+    from crmframes.sandbox import sandbox
+
+    knobs = {"job_duration": 1.0, "time_scale": 0.01, **_knobs(args)}
+    rows = []
+    with sandbox(**knobs) as sb:
+        print(f"embedded sandbox at {sb.url} with {knobs} (a minute of vendor time takes "
+              f"{60 * knobs['time_scale']:.1f} s)")
+        for file, name, options in DEMO:  # contacts first: transactional data needs existing contacts
+            print(f"\n=== {name}  ←  data/{file}")
+            t = build_target(name, options, sb.url)
+            started = time.monotonic()
+            job = Job(read_frame(str(DATA / file)), t, sinks=[_progress])
+            print(job.plan)
+            job.wait()
+            _summary(job)
+            rows.append({"target": name, "file": file, "partitions": job.status().height, **job.counts(),
+                         "seconds": round(time.monotonic() - started, 2)})
+        stored = sb.state()
+    print("\n=== summary (outcomes per input row)")
+    with pl.Config(tbl_width_chars=160, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+        print(pl.DataFrame(rows).fill_null(0))
+    print("sandbox now holds: "
+          f"{sum(len(b) for b in stored['dotdigital']['address_books'].values())} Dotdigital contacts, "
+          f"{sum(len(c) for c in stored['dotdigital']['collections'].values())} collection records, "
+          f"{sum(len(m) for m in stored['qualtrics']['mailing_lists'].values())} Qualtrics contacts, "
+          f"{len(stored['dengage']['contacts'])} D·engage contacts")
     return 0
 
 
@@ -133,13 +212,18 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     from crmframes.sandbox import CREDS, Sandbox
 
-    knobs = {k: getattr(args, k) for k in ("latency", "job_duration", "time_scale", "p429", "p5xx", "p_drop",
-                                           "p_job_fail", "seed") if getattr(args, k) is not None}
-    app = Sandbox(**knobs)
+    app = Sandbox(**_knobs(args))
     print(f"crmframes sandbox on http://127.0.0.1:{args.port} (Ctrl-C stops it); any non-empty "
           f"credentials work, e.g. Dotdigital {CREDS['dotdigital'][0]!r}. State: GET /_sandbox/state")
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off")
     return 0
+
+
+def _knob_flags(sp: argparse.ArgumentParser) -> None:
+    for knob, kind in (("latency", float), ("job-duration", float), ("time-scale", float), ("p429", float),
+                       ("p5xx", float), ("p-drop", float), ("p-job-fail", float), ("seed", int)):
+        sp.add_argument(f"--{knob}", type=kind, default=None, dest=knob.replace("-", "_"),
+                        help="sandbox knob" if knob != "time-scale" else "multiplies vendor intervals")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,13 +238,22 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                         help="target option, e.g. -o address_book_id=123 -o fields=a,b")
         sp.set_defaults(fn=fn)
-    sp = sub.add_parser("demo", help="plan the sample files in data/ for all five targets")
+    sp = sub.add_parser("submit", help="send a file to a target and print status and report")
+    sp.add_argument("file", help=".csv, .parquet or .ndjson (read lazily)")
+    sp.add_argument("--to", required=True, choices=sorted(registered()), metavar="TARGET",
+                    help="one of: " + ", ".join(sorted(registered())))
+    sp.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--sandbox", action="store_true", help="send to the embedded sandbox, not the vendor")
+    sp.add_argument("--report", metavar="PATH", help="write the report (.csv or .parquet)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _knob_flags(sp)
+    sp.set_defaults(fn=cmd_submit)
+    sp = sub.add_parser("demo", help="the whole round trip against the embedded sandbox, with data/")
+    _knob_flags(sp)
     sp.set_defaults(fn=cmd_demo)
     sp = sub.add_parser("sandbox", help="serve the vendor sandbox on 127.0.0.1")
     sp.add_argument("--port", type=int, default=8765)
-    for knob, kind in (("latency", float), ("job-duration", float), ("time-scale", float), ("p429", float),
-                       ("p5xx", float), ("p-drop", float), ("p-job-fail", float), ("seed", int)):
-        sp.add_argument(f"--{knob}", type=kind, default=None, dest=knob.replace("-", "_"))
+    _knob_flags(sp)
     sp.set_defaults(fn=cmd_sandbox)
     args = parser.parse_args(argv)
     try:

@@ -12,13 +12,41 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "crmframes", *args], capture_output=True, text=True, timeout=120)
 
 
-def test_demo_plans_all_five_targets_from_the_sample_files():
+def test_demo_runs_the_round_trip_for_all_five_targets_against_the_embedded_sandbox():
     out = run("demo")
     assert out.returncode == 0, out.stderr
     for name in ("dotdigital.contacts", "dotdigital.transactional_data", "dotdigital.insight_data",
                  "qualtrics.transaction_contacts", "dengage.contacts"):
         assert f"=== {name}" in out.stdout
     assert out.stdout.count("invalid_email") >= 2
+    # the vendor's own reasons come back, and the sandbox holds what was accepted
+    assert "Globally Suppressed" in out.stdout and "ContactEmailDoesNotExist" in out.stdout
+    assert ("sandbox now holds: 196 Dotdigital contacts, 592 collection records, 118 Qualtrics contacts, "
+            "196 D·engage contacts") in out.stdout
+
+
+def test_submit_sends_a_file_to_the_sandbox_and_writes_the_report(tmp_path):
+    report = tmp_path / "report.csv"
+    out = run("submit", str(DATA / "orders.parquet"), "--to", "dotdigital.insight_data", "--sandbox",
+              "--time-scale", "0.001", "--job-duration", "0.1",
+              "-o", "collection=orders", "-o", "scope=contact", "-o", "type=orders", "-o", "key=order_id",
+              "--report", str(report))
+    # the sandbox knows no contacts yet: every valid order is rejected, so the exit code is 1
+    assert out.returncode == 1, out.stderr
+    import polars as pl
+
+    rep = pl.read_csv(report)
+    assert rep.height == 300 and set(rep["outcome"]) == {"invalid", "rejected"}
+    assert "ContactEmailDoesNotExist" in out.stdout and "partition 0: finished" in out.stdout
+
+
+def test_submit_without_credentials_says_which_variables_to_set():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DENGAGE_")}
+    out = subprocess.run([sys.executable, "-m", "crmframes", "submit", str(DATA / "dengage_contacts.csv"),
+                          "--to", "dengage.contacts"], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 2 and "DENGAGE_USER_KEY" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_plan_reads_a_file_lazily_and_prints_the_requests():

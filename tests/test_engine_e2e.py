@@ -206,7 +206,7 @@ def test_missing_permission_stops_the_job_with_a_clear_error_and_nothing_is_lost
     frame = _dengage()
     with cf.sandbox(**FAST) as sb:
         dn = cf.Dengage("readonly-user", "pw", base_url=sb.url)
-        with pytest.raises(cf.AuthenticationError, match="DataSpace.Manage") as err:
+        with pytest.raises(cf.AuthenticationError, match=r"DataSpace\.Manage") as err:
             frame.crm.submit(dn.contacts())
     job = err.value.job
     assert isinstance(job, cf.Job)

@@ -18,7 +18,9 @@ def test_notebook_code_cells_run_in_order(path, monkeypatch, capsys):
         if cell["cell_type"] == "code":
             source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
             exec(compile(source, f"{path.name}", "exec"), scope)
-    assert "202" in capsys.readouterr().out  # the sandbox accepted the payload
+    out = capsys.readouterr().out
+    assert "{'accepted': 1}" in out  # the corrected row went through on the second submit
+    assert "stored in the sandbox: 197" in out
 
 
 def test_there_is_a_notebook():

@@ -100,10 +100,12 @@ class Job:
         After ``timeout`` seconds it returns with the job still running (never "failed"):
         call ``wait()`` again. Ctrl-C pauses the job; ``wait()`` resumes it.
         """
+        if _loop.on_loop_thread():
+            raise RuntimeError("job.wait() was called from crmframes' own engine loop (a sink?); use `await job`")
         fut = self._start()
         if fut is not None:
             try:
-                fut.result(timeout)
+                _loop.result(fut, timeout)
             except concurrent.futures.TimeoutError:
                 return self
             except KeyboardInterrupt:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -49,23 +49,15 @@ def start(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
     return asyncio.run_coroutine_threadsafe(coro, loop())
 
 
-def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-    """Block until ``coro`` is done on the engine loop. Ctrl-C cancels it, then re-raises."""
-    if on_loop_thread():
-        coro.close()
-        raise RuntimeError("a blocking crmframes call was made on the engine's own loop; use the async twin")
-    fut = start(coro)
-    try:
-        return fut.result(timeout)
-    except KeyboardInterrupt:
-        fut.cancel()
-        with contextlib.suppress(BaseException):  # the cancellation we asked for
-            fut.result(5)
-        raise
-
-
-async def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Await ``coro`` on the engine loop from any loop (the async twins)."""
-    if on_loop_thread():
-        return await coro
-    return await asyncio.wrap_future(start(coro))
+def result(fut: concurrent.futures.Future[T], timeout: float | None = None) -> T:
+    """``fut.result(timeout)`` that Ctrl-C can interrupt at once: a bare blocking wait only
+    sees the signal when it returns, so wait in short slices."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise concurrent.futures.TimeoutError
+        try:
+            return fut.result(0.1 if left is None else min(0.1, left))
+        except concurrent.futures.TimeoutError:
+            continue

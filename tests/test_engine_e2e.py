@@ -288,3 +288,41 @@ def test_no_reconciliation_warning_when_totals_match():
     with cf.sandbox(**FAST) as sb, warnings.catch_warnings():
         warnings.simplefilter("error", cf.CrmWarning)
         sample("contacts.csv").crm.submit(sb.dotdigital().contacts(13))
+
+
+CTRL_C = r"""
+import os, signal, threading, time
+import polars as pl, crmframes as cf
+frame = pl.read_csv({path!r})
+with cf.sandbox(job_duration=0.5, time_scale=0.001) as sb:
+    t = sb.dotdigital().contacts(3).with_limits(max_bytes=3000)
+    job = cf.Job(frame, t)
+
+    def press_ctrl_c():
+        while not any(p.state == "submitted" for p in job.state.partitions.values()):
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    try:
+        job.wait()
+        print("not interrupted")
+    except KeyboardInterrupt:
+        print("interrupted:", job.state.stopped, job.done)
+    job.wait()
+    book = sb.state()["dotdigital"]["address_books"]["3"]
+    print("final:", job.counts()["accepted"], len(book), sorted(set(book.values())))
+"""
+
+
+def test_ctrl_c_pauses_the_job_and_wait_resumes_it_without_resending():
+    import subprocess
+    import sys
+
+    from tests.conftest import DATA
+
+    out = subprocess.run([sys.executable, "-c", CTRL_C.format(path=str(DATA / "contacts.csv"))],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "interrupted: paused False" in out.stdout
+    assert "final: 196 196 [1]" in out.stdout

@@ -26,7 +26,7 @@ from crmframes._errors import (
     VendorError,
     VendorUnavailableError,
 )
-from crmframes._job import Job, asubmit, submit
+from crmframes._job import Job, asubmit, jobs, resume, submit
 from crmframes._pipeline import Payload, Plan, payloads, plan, validate
 from crmframes._retry import RetryPolicy
 from crmframes._target import Limits, Target
@@ -75,8 +75,10 @@ __all__ = [
     "VendorUnavailableError",
     "__version__",
     "asubmit",
+    "jobs",
     "payloads",
     "plan",
+    "resume",
     "sandbox",
     "submit",
     "targets",

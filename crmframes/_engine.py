@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import polars as pl
 
 from crmframes._connection import Connection
 from crmframes._errors import AuthenticationError, CrmError, FrameError, VendorError, VendorUnavailableError
@@ -29,7 +28,6 @@ from crmframes._events import (
     NOT_SENT,
     PLANNED,
     SENDING,
-    SETTLED,
     SUBMITTED,
     Polled,
     Requeued,
@@ -262,10 +260,12 @@ def now_utc() -> str:
 
 
 async def run(job: Job) -> None:
-    """Send what is not sent, track what is in flight, until every partition settles.
+    """Track what the vendor has, send what it does not, until every partition settles.
 
-    Cancelling this coroutine (Ctrl-C, the notebook's stop button) leaves the job resumable:
-    partitions caught mid-send become in_doubt, submitted ones keep their import ids.
+    Imports already submitted (a resumed job) are polled, never sent again. Partitions in
+    doubt are re-sent only where the endpoint is an upsert by key (or the user asked).
+    Cancelling this coroutine (Ctrl-C, the notebook's stop button) leaves the job
+    resumable: a submit already on the wire gets a moment to record its import id.
     """
     eng = engine()
     target = job.target
@@ -275,30 +275,43 @@ async def run(job: Job) -> None:
     emit = job.emit
     try:
         async with asyncio.TaskGroup() as tg:
-            if job.context is _UNSET:
-                flow = target.prepare(now_utc())
-                ctx = None
-                if flow is not None:
-                    ctx = await eng.drive(flow, s, job.retry, on_retry=job.on_retry(None))
-                job.context = ctx
-            payloads = job.payload_iter()
-            while True:
-                p = await asyncio.to_thread(next, payloads, None)
-                if p is None:
-                    break
-                part = job.state.partitions.get(p.partition)
-                if part is None or part.rows != len(p.rows):
-                    raise FrameError("the frame changed since the job was planned (partition "
-                                     f"{p.partition} differs); submit it as a new job")
-                if part.state == IN_DOUBT and target.resend_safe:
-                    emit(Requeued(job.id, time.time(), p.partition, "re-sent: an upsert by key is safe to repeat"))
-                if part.state in SETTLED or (part.state == PLANNED and job.cancelled):
-                    continue
-                await budget.slots.acquire()
-                if job.cancelled and part.state == PLANNED:
-                    budget.slots.release()
-                    continue
-                tg.create_task(_partition(job, eng, s, budget, p, hold_until_done))
+            parts = sorted(job.state.partitions.values(), key=lambda p: p.partition)
+            for part in parts:
+                if part.state == SUBMITTED:
+                    await budget.slots.acquire()
+                    tg.create_task(_partition(job, eng, s, budget, part.partition, None, hold_until_done))
+                elif part.state == IN_DOUBT and (target.resend_safe or job.resend_in_doubt):
+                    emit(Requeued(job.id, time.time(), part.partition,
+                                  "re-sent: its first answer was lost" + ("" if target.resend_safe else
+                                                                          " (re-sent because you asked)")))
+            to_send = {p.partition for p in parts if p.state == PLANNED}
+            if to_send and job.stop_reason() is None:
+                if job.context is _UNSET:
+                    flow = target.prepare(now_utc())
+                    ctx = None if flow is None else await eng.drive(flow, s, job.retry, on_retry=job.on_retry(None))
+                    job.set_context(ctx)
+                payloads = job.payload_iter()
+                while to_send:
+                    p = await asyncio.to_thread(next, payloads, None)
+                    if p is None:
+                        break
+                    payload, digest = p
+                    if payload.partition not in to_send:
+                        continue
+                    if digest != job.hashes[payload.partition]:
+                        raise FrameError(
+                            f"partition {payload.partition} of job {job.id} encodes differently than when the job "
+                            "was planned: the frame changed. Resume with the same frame, or submit this one as a "
+                            "new job.")
+                    to_send.discard(payload.partition)
+                    if job.stop_reason() is not None:
+                        break
+                    await budget.slots.acquire()
+                    if job.stop_reason() is not None:
+                        budget.slots.release()
+                        break
+                    tg.create_task(_partition(job, eng, s, budget, payload.partition, payload, hold_until_done))
+                    del payload, p
     except BaseException as exc:
         for part in list(job.state.partitions.values()):
             if part.state == SENDING:  # cut off mid-send: maybe applied, maybe not
@@ -309,12 +322,14 @@ async def run(job: Job) -> None:
             job.error = err
             emit(Stopped(job.id, time.time(), "error", str(err)))
             return
-        emit(Stopped(job.id, time.time(), "paused", "interrupted; job.wait() resumes"))
+        emit(Stopped(job.id, time.time(), "paused", "interrupted; job.wait() or cf.resume() goes on"))
         raise
-    if job.cancelled:
+    reason = job.stop_reason()
+    if reason is not None:
+        why, message = reason
         for part in list(job.state.partitions.values()):
             if part.state == PLANNED:
-                emit(Settled(job.id, time.time(), part.partition, NOT_SENT, message="cancelled before sending"))
+                emit(Settled(job.id, time.time(), part.partition, NOT_SENT, message=message, reason=why))
     emit(Stopped(job.id, time.time(), "done"))
 
 
@@ -329,10 +344,10 @@ def _first_crm_error(exc: BaseException) -> CrmError | None:
     return None
 
 
-async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, p: Any, hold_until_done: bool) -> None:
+async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partition: int, p: Any,
+                     hold_until_done: bool) -> None:
     """Submit (or keep tracking) one partition and settle it; the slot is freed as soon as the
     vendor finishes the import, so the next partition starts at once (never in waves)."""
-    partition, rows, keys = p.partition, p.rows, p.keys
     part = job.state.partitions[partition]
     target = job.target
     held = True
@@ -352,7 +367,8 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, p: Any, 
 
     retry = job.on_retry(partition)
     try:
-        if part.state != SUBMITTED:
+        outcome = None
+        if p is not None:
             emit(Sending(job.id, time.time(), partition))
             req = target.submit_request(p.body, p.content_type, job.context)
             p = None  # the body can be 50 MB: only the request holds it, until it is sent
@@ -369,7 +385,7 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, p: Any, 
                     sub = target.accepted(send.result())
                     emit(Submitted(job.id, time.time(), partition, sub.import_id, sub.vendor_state, sub.early))
                     if sub.outcome is not None:
-                        _settle(job, partition, sub.outcome, rows, keys)
+                        _settle(job, partition, sub.outcome)
                 else:
                     send.cancel()
                 raise
@@ -378,12 +394,10 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, p: Any, 
             if not hold_until_done:
                 free()
             outcome = sub.outcome
-        else:
-            outcome = None  # resumed: the vendor already has it
         if outcome is None:
             flow = target.track(part.import_id or "", part.early, job.context)
             outcome = await eng.drive(flow, s, job.retry, on_note=on_note, on_retry=retry)
-        _settle(job, partition, outcome, rows, keys)
+        _settle(job, partition, outcome)
     except InDoubt as e:
         emit(Settled(job.id, time.time(), partition, IN_DOUBT, message=str(e)))
     except VendorError as e:
@@ -399,13 +413,15 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, p: Any, 
         free()
 
 
-def _settle(job: Job, partition: int, outcome: Outcome, rows: pl.Series, keys: pl.Series | None) -> None:
+def _settle(job: Job, partition: int, outcome: Outcome) -> None:
     part = job.state.partitions[partition]
+    rows, keys = job.lineage(partition)
     faults, unmatched = map_faults((*part.early, *outcome.faults), rows, keys)
     totals = outcome.totals
     job.emit(Settled(job.id, time.time(), partition, FINISHED if outcome.state == "finished" else "failed",
-                     outcome.vendor_state, outcome.message, faults, unmatched,
-                     None if totals is None else totals.imported, None if totals is None else totals.rejected))
+                     vendor_state=outcome.vendor_state, message=outcome.message, faults=faults,
+                     unmatched=unmatched, imported=None if totals is None else totals.imported,
+                     rejected=None if totals is None else totals.rejected))
 
 
 class _Unset:

@@ -78,10 +78,16 @@ class Settled(Event):
     state: str
     vendor_state: str | None = None
     message: str | None = None
+    reason: str | None = None  # why a partition was not sent: cancelled | max_reject_rate
     faults: Any = None  # pl.DataFrame (row, reason, detail) of the rows the vendor rejected
     unmatched: int = 0  # vendor faults that matched no row sent
     imported: int | None = None
     rejected: int | None = None
+
+
+@dataclass(frozen=True)
+class Resumed(Event):
+    """A stopped job runs again (e.g. to re-send partitions in doubt)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,7 @@ class PartitionState:
     rejected: int | None = None
     retries: int = 0
     early: tuple[Any, ...] = ()
+    reason: str | None = None
 
 
 @dataclass
@@ -141,6 +148,9 @@ class JobState:
         if isinstance(e, Stopped):
             self.stopped, self.message, self.waiting = e.how, e.message, None
             return
+        if isinstance(e, Resumed):
+            self.stopped, self.message = None, None
+            return
         if isinstance(e, RetryScheduled):
             self.retries += 1
             self.waiting = f"{e.why} {e.wait:.1f} s"
@@ -159,7 +169,7 @@ class JobState:
         elif isinstance(e, Polled):
             p.vendor_state, p.percent = e.vendor_state, e.percent
         elif isinstance(e, Settled):
-            p.state, p.message, p.finished_at = e.state, e.message, e.at
+            p.state, p.message, p.finished_at, p.reason = e.state, e.message, e.at, e.reason
             p.vendor_state = e.vendor_state or p.vendor_state
             p.faults, p.unmatched, p.imported, p.rejected = e.faults, e.unmatched, e.imported, e.rejected
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import html
+import json
 import logging
 import time
 import uuid
@@ -18,12 +19,31 @@ from typing import Any
 
 import polars as pl
 
-from crmframes import _engine, _loop, _report
-from crmframes._errors import CrmError, CrmWarning
-from crmframes._events import NOT_SENT, PLANNED, Event, JobState, Planned, RetryScheduled, Settled, Sink
-from crmframes._pipeline import CHUNK_ROWS, Frame, Payload, Plan, payloads, plan
+from crmframes import _engine, _journal, _loop, _report
+from crmframes._errors import ConfigError, CrmError, CrmWarning, FrameError
+from crmframes._events import (
+    FAILED,
+    FINISHED,
+    IN_DOUBT,
+    NOT_SENT,
+    PLANNED,
+    REFUSED,
+    SENDING,
+    SETTLED,
+    SUBMITTED,
+    Event,
+    JobState,
+    Planned,
+    Resumed,
+    RetryScheduled,
+    Settled,
+    Sink,
+    Stopped,
+    Submitted,
+)
+from crmframes._pipeline import CHUNK_ROWS, Frame, Payload, Plan, body_hash, payloads, survey
 from crmframes._retry import RetryPolicy
-from crmframes._target import Target
+from crmframes._target import Target, target_class
 
 log = logging.getLogger("crmframes")
 FAILED_OUTCOMES = ("rejected", "invalid", "not_sent", "in_doubt")
@@ -37,24 +57,78 @@ class Job:
     ``wait()`` blocks (Ctrl-C pauses; ``wait()`` again resumes), ``await job`` is its twin.
     """
 
-    def __init__(self, frame: Frame, target: Target, *, retry: RetryPolicy | None = None,
-                 sinks: Iterable[Sink] = (), chunk_rows: int = CHUNK_ROWS, planned: Plan | None = None) -> None:
-        self.id = uuid.uuid4().hex[:12]
+    def __init__(self, frame: Frame | None, target: Target, *, retry: RetryPolicy | None = None,
+                 sinks: Iterable[Sink] = (), chunk_rows: int = CHUNK_ROWS, max_reject_rate: float | None = None,
+                 _restore: tuple[str, Plan, list[str], pl.DataFrame] | None = None) -> None:
+        if max_reject_rate is not None and not 0 <= max_reject_rate <= 1:
+            raise ValueError(f"max_reject_rate is a share of rows between 0 and 1; got {max_reject_rate!r}")
         self.frame = frame
         self.target = target
         self.retry = retry or RetryPolicy()
         self.chunk_rows = chunk_rows
-        self.plan = planned if planned is not None else plan(frame, target, chunk_rows=chunk_rows)
-        self.state = JobState(self.id)
-        self._sinks: list[Sink] = [self.state.apply, *sinks]
+        self.max_reject_rate = max_reject_rate
+        self.resend_in_doubt = False
         self.context: Any = _engine._UNSET
         self.error: CrmError | None = None
         self.cancelled = False
         self._future: concurrent.futures.Future[None] | None = None
         self._warned = False
+        self.journal = _journal.journal()
+        if _restore is None:
+            assert frame is not None
+            found = survey(frame, target, chunk_rows=chunk_rows)
+            self.id = uuid.uuid4().hex[:12]
+            self.plan, self.hashes, lineage = found.plan, found.hashes, found.lineage
+            self.journal.create(self.id, target, self.plan, self.hashes, lineage,
+                                {"max_reject_rate": max_reject_rate})
+        else:
+            self.id, self.plan, self.hashes, lineage = _restore
+        self._lineage = {int(k[0]): v for k, v in lineage.partition_by("partition", as_dict=True).items()}
+        self.state = JobState(self.id)
+        self._sinks: list[Sink] = [self.state.apply, self.journal.record, *sinks]
         parts = tuple((int(i), int(r), int(b)) for i, r, b in
                       self.plan.partitions.select("partition", "rows", "bytes").iter_rows())
-        self.emit(Planned(self.id, time.time(), target.name, parts, self.plan.input_rows, self.plan.invalid_rows))
+        planned = Planned(self.id, time.time(), target.name, parts, self.plan.input_rows, self.plan.invalid_rows)
+        if _restore is None:
+            self.emit(planned)
+        else:
+            self.state.apply(planned)  # already in the journal
+
+    @classmethod
+    def restore(cls, job_id: str, frame: Frame | None = None, *, connection: Any = None,
+                retry: RetryPolicy | None = None, sinks: Iterable[Sink] = ()) -> Job:
+        """Rebuild a journalled job (after a crash or a kernel restart); see ``cf.resume``."""
+        jr = _journal.journal()
+        row, parts = jr.load(job_id)
+        if not row:
+            known = jr.jobs()["job_id"].tail(5).to_list()
+            raise ConfigError(f"no job {job_id!r} in the journal at {jr.root}; recent jobs: {known} (cf.jobs())")
+        target = _rebuild_target(row, connection)
+        d = jr.dir(job_id)
+        plan_ = Plan(target, pl.read_parquet(d / "plan.parquet"), pl.read_parquet(d / "problems.parquet"),
+                     row["input_rows"], row["invalid_rows"])
+        hashes = [p["hash"] for p in parts]
+        policy = json.loads(row["policy"])
+        job = cls(frame, target, retry=retry, sinks=sinks, max_reject_rate=policy.get("max_reject_rate"),
+                  _restore=(job_id, plan_, hashes, pl.read_parquet(d / "lineage.parquet")))
+        if row["context"] is not None:
+            job.context = json.loads(row["context"])
+        now = time.time()
+        for p in parts:  # replay the journal into the accumulator; SENDING at a crash = in doubt
+            i, state = p["partition"], p["state"]
+            if p["import_id"] is not None or state == SUBMITTED:
+                job.state.apply(Submitted(job_id, p["submitted_at"] or now, i, p["import_id"], p["vendor_state"],
+                                          _journal.early_faults(p["early"])))
+            if state == SENDING:
+                state, p["message"] = IN_DOUBT, "the process stopped while sending; the answer was never seen"
+            if state in SETTLED:
+                job.state.apply(Settled(job_id, p["finished_at"] or now, i, state, p["vendor_state"], p["message"],
+                                        p["reason"], jr.faults(job_id, i), p["unmatched"], p["imported"],
+                                        p["rejected"]))
+            job.state.partitions[i].retries = p["retries"]
+        if all(p.state in SETTLED for p in job.state.partitions.values()):
+            job.state.apply(Stopped(job_id, now, "done"))
+        return job
 
     # --- engine side ---
 
@@ -67,8 +141,43 @@ class Job:
                     raise
                 log.exception("crmframes: a progress sink failed on %s", type(event).__name__)
 
-    def payload_iter(self) -> Iterator[Payload]:
-        return payloads(self.frame, self.target, chunk_rows=self.chunk_rows)
+    def payload_iter(self) -> Iterator[tuple[Payload, str]]:
+        """Each payload with the hash of its body (checked against the plan's)."""
+        if self.frame is None:
+            unsent = sorted(p.partition for p in self.state.partitions.values() if p.state == PLANNED)
+            raise FrameError(f"job {self.id} has {len(unsent)} partition(s) not sent yet ({unsent[:10]}); pass the "
+                             f"same frame to send them: cf.resume({self.id!r}, frame)")
+        return ((p, body_hash(p.body)) for p in payloads(self.frame, self.target, chunk_rows=self.chunk_rows))
+
+    def lineage(self, partition: int) -> tuple[pl.Series, pl.Series | None]:
+        """The input rows of a partition, and the keys the vendor will echo for them."""
+        part = self._lineage[partition]
+        keys = part.get_column("key")
+        return part.get_column("row"), None if keys.null_count() == len(keys) else keys
+
+    def set_context(self, context: Any) -> None:
+        self.context = context
+        self.journal.set_context(self.id, context)
+
+    def stop_reason(self) -> tuple[str, str] | None:
+        """Why no further partition may be sent: cancelled, or the reject rate policy."""
+        if self.cancelled:
+            return "cancelled", "cancelled before sending"
+        if self.max_reject_rate is None:
+            return None
+        sent = rejected = 0
+        with self.state.lock:
+            for p in self.state.partitions.values():
+                if p.state == FINISHED:
+                    sent += p.rows
+                    rejected += 0 if p.faults is None else p.faults.height
+                elif p.state in (FAILED, REFUSED):
+                    sent += p.rows
+                    rejected += p.rows
+        if sent and rejected / sent > self.max_reject_rate:
+            return ("max_reject_rate", f"not sent: the vendor rejected {rejected:,} of {sent:,} rows sent "
+                    f"({rejected / sent:.0%}), over max_reject_rate={self.max_reject_rate:.0%}")
+        return None
 
     def on_retry(self, partition: int | None) -> Callable[[str, str, float, int | None], None]:
         def note(call: str, why: str, wait: float, status: int | None) -> None:
@@ -152,8 +261,37 @@ class Job:
         if not self.running:
             for p in list(self.state.partitions.values()):
                 if p.state == PLANNED:
-                    self.emit(Settled(self.id, time.time(), p.partition, NOT_SENT, message="cancelled before sending"))
+                    self.emit(Settled(self.id, time.time(), p.partition, NOT_SENT, message="cancelled before sending",
+                                      reason="cancelled"))
+            if all(p.state in SETTLED for p in self.state.partitions.values()):
+                self.emit(Stopped(self.id, time.time(), "done"))
         return self
+
+    def resend(self, *, wait: bool = True) -> Job:
+        """Send again the partitions in doubt, also where a repeat may duplicate data
+        (Qualtrics transactions): only after checking in the vendor's UI that they are missing."""
+        self.resend_in_doubt = True
+        with self.state.lock:
+            doubtful = [p.partition for p in self.state.partitions.values() if p.state == IN_DOUBT]
+        if doubtful and self.done:
+            self.emit(Resumed(self.id, time.time()))
+        return self.wait() if wait else self
+
+    def retry_failed(self, *, wait: bool = True) -> Job:
+        """A new job with the rows whose failure may be transient: not sent, in doubt (where a
+        repeat is safe), or in an import the vendor failed as a whole. Row-level vendor faults
+        (an unknown contact, a suppressed address) are not retried: fix those rows first."""
+        rep = self.report()
+        transient = (pl.col("outcome") == "not_sent") | (pl.col("reason") == "import_failed")
+        if self.target.resend_safe:
+            transient |= pl.col("outcome") == "in_doubt"
+        rows = rep.filter(transient).get_column("row")
+        if self.frame is None:
+            raise FrameError("retry_failed needs the job's frame: cf.resume(job_id, frame) first")
+        lf = self.frame.lazy() if isinstance(self.frame, pl.DataFrame) else self.frame
+        picked = (lf.with_row_index("__row").filter(pl.col("__row").cast(pl.Int64).is_in(rows.implode()))
+                  .drop("__row").collect())
+        return submit(picked, self.target, wait=wait, retry=self.retry, max_reject_rate=self.max_reject_rate)
 
     # --- results ---
 
@@ -178,6 +316,8 @@ class Job:
         ``with_reason=False`` gives only the input's columns, ready to fix and resubmit.
         """
         rep = self.report().filter(pl.col("outcome").is_in(FAILED_OUTCOMES))
+        if self.frame is None:
+            raise FrameError("this resumed job has no frame: cf.resume(job_id, frame) to see the input rows")
         lf = self.frame.lazy() if isinstance(self.frame, pl.DataFrame) else self.frame
         picked = (lf.with_row_index("__row").with_columns(pl.col("__row").cast(pl.Int64))
                   .join(rep.lazy().select(pl.col("row").alias("__row"), "outcome", "reason", "detail"),
@@ -208,9 +348,9 @@ class Job:
 
 
 def submit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | None = None,
-           retry: RetryPolicy | None = None, sinks: Iterable[Sink] = ()) -> Job:
+           retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (), max_reject_rate: float | None = None) -> Job:
     """Plan, then send every partition under the vendor's limits; ``wait=False`` returns at once."""
-    job = Job(frame, target, retry=retry, sinks=sinks)
+    job = Job(frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate)
     if wait:
         return job.wait(timeout)
     job._start()
@@ -218,10 +358,52 @@ def submit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | 
 
 
 async def asubmit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | None = None,
-                  retry: RetryPolicy | None = None, sinks: Iterable[Sink] = ()) -> Job:
+                  retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (),
+                  max_reject_rate: float | None = None) -> Job:
     """The async twin of ``submit`` (planning runs in a worker thread, not on your loop)."""
-    job = await asyncio.to_thread(Job, frame, target, retry=retry, sinks=sinks)
+    job = await asyncio.to_thread(Job, frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate)
     if wait:
         return await job.await_(timeout)
     job._start()
     return job
+
+
+def jobs() -> pl.DataFrame:
+    """Every journalled job (in ``$CRMFRAMES_HOME``, default ``~/.crmframes``), oldest first."""
+    return _journal.journal().jobs()
+
+
+def resume(job_id: str, frame: Frame | None = None, *, connection: Any = None, wait: bool = True,
+           timeout: float | None = None, resend_in_doubt: bool = False, retry: RetryPolicy | None = None,
+           sinks: Iterable[Sink] = ()) -> Job:
+    """Finish a journalled job after a crash or a kernel restart.
+
+    Imports the vendor already has are polled, never sent again; the frame is needed only
+    when some partitions were not sent yet (their content hash must match). Credentials come
+    from ``connection=`` or the vendor's environment variables; the journal holds none.
+    ``resend_in_doubt=True`` also re-sends partitions whose answer was lost where a repeat
+    may duplicate data (Qualtrics transactions).
+    """
+    job = Job.restore(job_id, frame, connection=connection, retry=retry, sinks=sinks)
+    job.resend_in_doubt = resend_in_doubt
+    if job.done:
+        return job
+    if wait:
+        return job.wait(timeout)
+    job._start()
+    return job
+
+
+def _rebuild_target(row: dict[str, Any], connection: Any) -> Target:
+    cls = target_class(row["target"])
+    saved = json.loads(row["connection"])
+    if connection is None:
+        import crmframes.vendors as vendors
+
+        conn_cls = {c.__name__: c for c in (vendors.dotdigital.Dotdigital, vendors.qualtrics.Qualtrics,
+                                            vendors.dengage.Dengage)}[saved["class"]]
+        connection = conn_cls(base_url=saved["base_url"])  # credentials from the environment
+    elif type(connection).__name__ != saved["class"]:
+        raise ConfigError(f"job is for {saved['class']}; got a {type(connection).__name__} connection")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(row["options"]).items()}
+    return cls(connection, **fields)  # type: ignore[call-arg]

@@ -9,6 +9,7 @@ file larger than memory is never collected whole.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import math
 from collections.abc import Iterator
@@ -356,3 +357,40 @@ def _payloads(frame: Frame, binding: Binding, chunk_rows: int) -> Iterator[Paylo
             )
         keys = pl.concat(closed.keys).rename("key") if closed.keys else None
         yield Payload(i, pl.Series("row", closed.rows, dtype=pl.Int64), body, framing.content_type, keys)
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What a job needs before it sends: the plan, each partition's content hash, and its
+    lineage (input rows and the keys the vendor will echo), from one pass over the frame."""
+
+    plan: Plan
+    hashes: list[str]
+    lineage: pl.DataFrame  # partition, row, key
+
+
+LINEAGE_SCHEMA = {"partition": pl.Int64, "row": pl.Int64, "key": pl.String}
+
+
+def body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def survey(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Survey:
+    binding = bind(frame, target)
+    require_usable(binding)
+    stats = _Pass()
+    parts, hashes, lineage = [], [], []
+    framing = binding.framing
+    for i, closed in enumerate(run(frame, binding, bodies=True, chunk_rows=chunk_rows, stats=stats)):
+        body = framing.body(closed.pieces)
+        parts.append((i, len(closed.rows), len(body), int(closed.rows[0]), int(closed.rows[-1]), closed.closed_by))
+        hashes.append(body_hash(body))
+        keys = pl.concat(closed.keys).cast(pl.String) if closed.keys else pl.repeat(None, len(closed.rows), dtype=pl.String, eager=True)
+        lineage.append(pl.DataFrame({"partition": pl.repeat(i, len(closed.rows), dtype=pl.Int64, eager=True),
+                                     "row": closed.rows, "key": keys}, schema=LINEAGE_SCHEMA))
+    partitions = pl.DataFrame(parts, schema=PARTITION_SCHEMA, orient="row")
+    problems = collect_problems(stats, binding)
+    invalid = problems.filter(pl.col("row").is_not_null()).get_column("row").n_unique()
+    p = Plan(target, partitions, problems, stats.input_rows, invalid)
+    return Survey(p, hashes, pl.concat(lineage) if lineage else pl.DataFrame(schema=LINEAGE_SCHEMA))

@@ -113,9 +113,9 @@ def report(state: JobState, plan_partitions: pl.DataFrame, problems: pl.DataFram
     with state.lock:
         parts = list(state.partitions.values())
         pstate = pl.DataFrame(
-            [(p.partition, p.import_id, p.state, p.vendor_state, p.message) for p in parts],
+            [(p.partition, p.import_id, p.state, p.vendor_state, p.message, p.reason) for p in parts],
             schema={"partition": pl.Int64, "import_id": pl.String, "_state": pl.String,
-                    "_vendor_state": pl.String, "_message": pl.String}, orient="row")
+                    "_vendor_state": pl.String, "_message": pl.String, "_reason": pl.String}, orient="row")
         faults = [p.faults for p in parts if p.state == FINISHED and p.faults is not None and p.faults.height]
     fault_rows = (pl.concat(faults) if faults else pl.DataFrame(schema=FAULT_SCHEMA)).rename(
         {"reason": "_f_reason", "detail": "_f_detail"})
@@ -144,7 +144,7 @@ def report(state: JobState, plan_partitions: pl.DataFrame, problems: pl.DataFram
         .when(st == REFUSED).then(pl.lit("request_refused"))
         .when(st == IN_DOUBT).then(pl.lit("answer_lost"))
         .when(st.is_in([SUBMITTED, SENDING])).then(pl.lit(None, pl.String))
-        .when(st == NOT_SENT).then(pl.lit("cancelled"))
+        .when(st == NOT_SENT).then(pl.col("_reason").fill_null("cancelled"))
         .when(st == PLANNED).then(pl.lit("waiting" if running else "stopped"))
         .otherwise(pl.lit("not_sent"))
     )

@@ -31,6 +31,12 @@ def _no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
+@pytest.fixture(autouse=True)
+def _journal_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs journal into a fresh directory per test, never into ~/.crmframes."""
+    monkeypatch.setenv("CRMFRAMES_HOME", str(tmp_path_factory.mktemp("crmhome")))
+
+
 def connections() -> tuple[cf.Dotdigital, cf.Qualtrics, cf.Dengage]:
     return (cf.Dotdigital("apiuser@example.com", "pw-secret-1"),
             cf.Qualtrics("qx-secret-2", datacenter="fra1"),

@@ -1,0 +1,213 @@
+"""The SQLite journal: every job, every partition, every vendor import id (DESIGN §6).
+
+Lives in ``$CRMFRAMES_HOME`` (default ``~/.crmframes``): ``journal.sqlite3`` (WAL) plus,
+per job, parquet files with the plan, the problems, the lineage (which input rows and
+keys each partition holds) and the faults each import came back with. It is a sink of
+the engine's events and writes each one before the engine makes its next call, so a
+crash at any point leaves a record that ``cf.resume`` can finish from.
+
+Never stored: credentials, tokens, request bodies. A connection is kept as its class and
+host; credentials come back from the environment or ``cf.resume(..., connection=...)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from crmframes import _events as ev
+from crmframes._flow import Fault
+from crmframes._target import Target
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    target TEXT NOT NULL,
+    options TEXT NOT NULL,       -- the target's fields (JSON), never its connection's secrets
+    connection TEXT NOT NULL,    -- {"class": ..., "base_url": ...}
+    input_rows INTEGER NOT NULL,
+    invalid_rows INTEGER NOT NULL,
+    state TEXT NOT NULL,         -- running | paused | done | error
+    message TEXT,
+    context TEXT,                -- the job's set-up result (e.g. a Qualtrics batch id), JSON
+    policy TEXT NOT NULL         -- {"max_reject_rate": ...}
+);
+CREATE TABLE IF NOT EXISTS partitions (
+    job_id TEXT NOT NULL REFERENCES jobs(job_id),
+    partition INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    hash TEXT NOT NULL,          -- sha256 of the body: resume refuses a frame that changed
+    state TEXT NOT NULL,
+    import_id TEXT,
+    vendor_state TEXT,
+    submitted_at REAL,
+    finished_at REAL,
+    message TEXT,
+    reason TEXT,
+    early TEXT,                  -- faults already in the submit answer (JSON)
+    imported INTEGER,
+    rejected INTEGER,
+    unmatched INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, partition)
+);
+"""
+
+
+def home() -> Path:
+    return Path(os.environ.get("CRMFRAMES_HOME") or Path.home() / ".crmframes")
+
+
+class Journal:
+    """One SQLite file shared by every job of the process (and by other processes: WAL)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+        self.db = sqlite3.connect(root / "journal.sqlite3", check_same_thread=False, isolation_level=None,
+                                  timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+    # --- writing ---
+
+    def create(self, job_id: str, target: Target, survey_plan: Any, hashes: list[str], lineage: pl.DataFrame,
+               policy: dict[str, Any]) -> None:
+        d = self.dir(job_id)
+        (d / "faults").mkdir(parents=True, exist_ok=True)
+        survey_plan.partitions.write_parquet(d / "plan.parquet")
+        survey_plan.problems.write_parquet(d / "problems.parquet")
+        lineage.write_parquet(d / "lineage.parquet")
+        conn = target.connection
+        now = time.time()
+        with self.lock:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (job_id, now, now, target.name, json.dumps(target_fields(target)),
+                 json.dumps({"class": type(conn).__name__, "base_url": conn.base_url}),
+                 survey_plan.input_rows, survey_plan.invalid_rows, "planned", None, None, json.dumps(policy)))
+            self.db.executemany(
+                "INSERT INTO partitions (job_id, partition, rows, bytes, hash, state) VALUES (?,?,?,?,?,?)",
+                [(job_id, int(i), int(r), int(b), h, ev.PLANNED) for (i, r, b), h in
+                 zip(survey_plan.partitions.select("partition", "rows", "bytes").iter_rows(), hashes, strict=True)])
+            self.db.execute("COMMIT")
+
+    def set_context(self, job_id: str, context: Any) -> None:
+        self._job(job_id, context=json.dumps(context))
+
+    def _job(self, job_id: str, **cols: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in cols)
+        with self.lock:
+            self.db.execute(f"UPDATE jobs SET {sets}, updated_at = ? WHERE job_id = ?",
+                            (*cols.values(), time.time(), job_id))
+
+    def _part(self, job_id: str, partition: int, **cols: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in cols)
+        with self.lock:
+            self.db.execute(f"UPDATE partitions SET {sets} WHERE job_id = ? AND partition = ?",
+                            (*cols.values(), job_id, partition))
+
+    def record(self, e: ev.Event) -> None:
+        """The sink: one write per event, committed before the engine goes on."""
+        j = e.job_id
+        if isinstance(e, ev.Sending):
+            self._part(j, e.partition, state=ev.SENDING)
+            self._job(j, state="running")
+        elif isinstance(e, ev.Submitted):
+            early = json.dumps([dataclasses.asdict(f) for f in e.early])
+            self._part(j, e.partition, state=ev.SUBMITTED, import_id=e.import_id, vendor_state=e.vendor_state,
+                       submitted_at=e.at, early=early)
+        elif isinstance(e, ev.Polled):
+            self._part(j, e.partition, vendor_state=e.vendor_state)
+        elif isinstance(e, ev.Requeued):
+            self._part(j, e.partition, state=ev.PLANNED, import_id=None, early=None, message=e.why)
+        elif isinstance(e, ev.RetryScheduled) and e.partition is not None:
+            with self.lock:
+                self.db.execute("UPDATE partitions SET retries = retries + 1 WHERE job_id = ? AND partition = ?",
+                                (j, e.partition))
+        elif isinstance(e, ev.Settled):
+            if e.faults is not None and e.faults.height:
+                e.faults.write_parquet(self.dir(j) / "faults" / f"{e.partition}.parquet")
+            self._part(j, e.partition, state=e.state, vendor_state=e.vendor_state, message=e.message,
+                       reason=e.reason, finished_at=e.at, imported=e.imported, rejected=e.rejected,
+                       unmatched=e.unmatched)
+        elif isinstance(e, ev.Stopped):
+            self._job(j, state=e.how, message=e.message)
+        elif isinstance(e, ev.Resumed):
+            self._job(j, state="running", message=None)
+
+    # --- reading ---
+
+    def jobs(self) -> pl.DataFrame:
+        with self.lock:
+            cur = self.db.execute(
+                "SELECT j.job_id, j.created_at, j.updated_at, j.target, j.state, j.input_rows, j.invalid_rows, "
+                "COUNT(p.partition), SUM(p.state = 'finished'), SUM(p.state IN ('submitted', 'sending')), "
+                "SUM(p.state = 'planned'), SUM(p.state = 'in_doubt'), j.message "
+                "FROM jobs j LEFT JOIN partitions p USING (job_id) GROUP BY j.job_id ORDER BY j.created_at")
+            rows = cur.fetchall()
+        schema = {"job_id": pl.String, "created_at": pl.Float64, "updated_at": pl.Float64, "target": pl.String,
+                  "state": pl.String, "input_rows": pl.Int64, "invalid_rows": pl.Int64, "partitions": pl.Int64,
+                  "finished": pl.Int64, "in_flight": pl.Int64, "not_sent": pl.Int64, "in_doubt": pl.Int64,
+                  "message": pl.String}
+        out = pl.DataFrame(rows, schema=schema, orient="row")
+        return out.with_columns(pl.from_epoch(pl.col(c), time_unit="s").dt.replace_time_zone("UTC")
+                                for c in ("created_at", "updated_at"))
+
+    def load(self, job_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        with self.lock:
+            self.db.row_factory = sqlite3.Row
+            try:
+                job = self.db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                parts = self.db.execute("SELECT * FROM partitions WHERE job_id = ? ORDER BY partition",
+                                        (job_id,)).fetchall()
+            finally:
+                self.db.row_factory = None
+        if job is None:
+            return {}, []
+        return dict(job), [dict(p) for p in parts]
+
+    def faults(self, job_id: str, partition: int) -> pl.DataFrame | None:
+        path = self.dir(job_id) / "faults" / f"{partition}.parquet"
+        return pl.read_parquet(path) if path.exists() else None
+
+
+def target_fields(target: Target) -> dict[str, Any]:
+    """The target's own fields (the boundary included, so bodies hash the same on resume)."""
+    assert dataclasses.is_dataclass(target)
+    return {f.name: getattr(target, f.name) for f in dataclasses.fields(target) if f.name != "connection"}
+
+
+def early_faults(raw: str | None) -> tuple[Fault, ...]:
+    return tuple(Fault(**f) for f in json.loads(raw)) if raw else ()
+
+
+_JOURNALS: dict[Path, Journal] = {}
+_LOCK = threading.Lock()
+
+
+def journal() -> Journal:
+    """The journal under the current ``CRMFRAMES_HOME`` (one per directory per process)."""
+    root = home()
+    with _LOCK:
+        j = _JOURNALS.get(root)
+        if j is None:
+            j = _JOURNALS[root] = Journal(root)
+        return j

@@ -312,6 +312,9 @@ async def run(job: Job) -> None:
                         break
                     tg.create_task(_partition(job, eng, s, budget, payload.partition, payload, hold_until_done))
                     del payload, p
+                if to_send and job.stop_reason() is None:
+                    raise FrameError(f"the frame changed: it no longer holds partition(s) {sorted(to_send)[:10]} of "
+                                     f"job {job.id}. Resume with the same frame, or submit this one as a new job.")
     except BaseException as exc:
         for part in list(job.state.partitions.values()):
             if part.state == SENDING:  # cut off mid-send: maybe applied, maybe not

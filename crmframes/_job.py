@@ -122,9 +122,11 @@ class Job:
             if state == SENDING:
                 state, p["message"] = IN_DOUBT, "the process stopped while sending; the answer was never seen"
             if state in SETTLED:
+                faults = jr.faults(job_id, i)
+                if faults is None and state == FINISHED:  # no file: the vendor named no row
+                    faults = pl.DataFrame(schema=_report.FAULT_SCHEMA)
                 job.state.apply(Settled(job_id, p["finished_at"] or now, i, state, p["vendor_state"], p["message"],
-                                        p["reason"], jr.faults(job_id, i), p["unmatched"], p["imported"],
-                                        p["rejected"]))
+                                        p["reason"], faults, p["unmatched"], p["imported"], p["rejected"]))
             job.state.partitions[i].retries = p["retries"]
         if all(p.state in SETTLED for p in job.state.partitions.values()):
             job.state.apply(Stopped(job_id, now, "done"))
@@ -405,5 +407,8 @@ def _rebuild_target(row: dict[str, Any], connection: Any) -> Target:
         connection = conn_cls(base_url=saved["base_url"])  # credentials from the environment
     elif type(connection).__name__ != saved["class"]:
         raise ConfigError(f"job is for {saved['class']}; got a {type(connection).__name__} connection")
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(row["options"]).items()}
-    return cls(connection, **fields)  # type: ignore[call-arg]
+    options = json.loads(row["options"])
+    limits: dict[str, Any] = options.pop("__limits__", {})
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    target: Target = cls(connection, **fields)  # type: ignore[call-arg]
+    return target.with_limits(**limits) if limits else target

@@ -190,9 +190,14 @@ class Journal:
 
 
 def target_fields(target: Target) -> dict[str, Any]:
-    """The target's own fields (the boundary included, so bodies hash the same on resume)."""
+    """The target's own fields (the boundary included, so bodies hash the same on resume) and
+    the limits tightened with ``with_limits`` (they decide the partitions)."""
     assert dataclasses.is_dataclass(target)
-    return {f.name: getattr(target, f.name) for f in dataclasses.fields(target) if f.name != "connection"}
+    fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target) if f.name != "connection"}
+    vendor = type(target).limits
+    tightened = {k: getattr(target.limits, k) for k in ("max_bytes", "max_records", "max_concurrent", "min_interval")
+                 if getattr(target.limits, k) != getattr(vendor, k)}
+    return {**fields, "__limits__": tightened}
 
 
 def early_faults(raw: str | None) -> tuple[Fault, ...]:

@@ -173,6 +173,24 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0 if set(job.counts()) <= {"accepted"} else 1
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from crmframes._job import jobs
+
+    with pl.Config(tbl_rows=50, tbl_width_chars=200, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
+        frame = jobs()
+        print(frame.drop("updated_at") if frame.height else "no jobs in the journal")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from crmframes._job import resume
+
+    frame = read_frame(args.file) if args.file else None
+    job = resume(args.job, frame, resend_in_doubt=args.resend_in_doubt)
+    _summary(job)
+    return 0 if set(job.counts()) <= {"accepted"} else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole round trip against the embedded sandbox, with the files in data/."""
     import time
@@ -248,6 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     _knob_flags(sp)
     sp.set_defaults(fn=cmd_submit)
+    sp = sub.add_parser("jobs", help="list the journalled jobs")
+    sp.set_defaults(fn=cmd_jobs)
+    sp = sub.add_parser("resume", help="finish a journalled job (credentials from the environment)")
+    sp.add_argument("job", help="the job id (crmframes jobs)")
+    sp.add_argument("file", nargs="?", help="the same input file, needed if some partitions were not sent")
+    sp.add_argument("--resend-in-doubt", action="store_true",
+                    help="also re-send partitions whose answer was lost where that may duplicate data")
+    sp.set_defaults(fn=cmd_resume)
     sp = sub.add_parser("demo", help="the whole round trip against the embedded sandbox, with data/")
     _knob_flags(sp)
     sp.set_defaults(fn=cmd_demo)

@@ -44,6 +44,7 @@ from crmframes._events import (
 from crmframes._pipeline import CHUNK_ROWS, Frame, Payload, Plan, body_hash, payloads, survey
 from crmframes._retry import RetryPolicy
 from crmframes._target import Target, target_class
+from crmframes.display.log import log_event
 
 log = logging.getLogger("crmframes")
 FAILED_OUTCOMES = ("rejected", "invalid", "not_sent", "in_doubt")
@@ -85,7 +86,7 @@ class Job:
             self.id, self.plan, self.hashes, lineage = _restore
         self._lineage = {int(k[0]): v for k, v in lineage.partition_by("partition", as_dict=True).items()}
         self.state = JobState(self.id)
-        self._sinks: list[Sink] = [self.state.apply, self.journal.record, *sinks]
+        self._sinks: list[Sink] = [self.state.apply, self.journal.record, log_event, *sinks]
         parts = tuple((int(i), int(r), int(b)) for i, r, b in
                       self.plan.partitions.select("partition", "rows", "bytes").iter_rows())
         planned = Planned(self.id, time.time(), target.name, parts, self.plan.input_rows, self.plan.invalid_rows)

@@ -249,8 +249,9 @@ class QualtricsTransactionContacts(Target):
 def _create_batch(t: QualtricsTransactionContacts, now_utc: str) -> Flow:
     """``POST /directories/{dir}/transactionbatches`` → the batch id for transactionMeta."""
     body = json.dumps({"transactionIds": [], "creationDate": now_utc}).encode()
+    # a repeat after a lost answer leaves an empty batch behind, and duplicates nothing
     reply = yield from call(Request("POST", f"/API/v3/directories/{t.directory_id}/transactionbatches", "batch",
-                                    body, "application/json", idempotent=False))
+                                    body, "application/json"))
     return str(reply.json()["result"]["id"])
 
 

@@ -1,0 +1,1 @@
+"""Display sinks for the engine's events; the core never imports the widget or tqdm stacks."""

@@ -370,7 +370,6 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partitio
 
     retry = job.on_retry(partition)
     try:
-        outcome = None
         if p is not None:
             emit(Sending(job.id, time.time(), partition))
             req = target.submit_request(p.body, p.content_type, job.context)
@@ -386,21 +385,22 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partitio
                 done, _ = await asyncio.wait({send}, timeout=INTERRUPT_GRACE)
                 if send in done and not send.cancelled() and send.exception() is None:
                     sub = target.accepted(send.result())
-                    emit(Submitted(job.id, time.time(), partition, sub.import_id, sub.vendor_state, sub.early))
                     if sub.outcome is not None:
                         _settle(job, partition, sub.outcome)
+                    else:
+                        emit(Submitted(job.id, time.time(), partition, sub.import_id, sub.vendor_state, sub.early))
                 else:
                     send.cancel()
                 raise
             sub = target.accepted(reply)
+            if sub.outcome is not None:  # a synchronous answer is the whole outcome: one journal write
+                _settle(job, partition, sub.outcome)
+                return
             emit(Submitted(job.id, time.time(), partition, sub.import_id, sub.vendor_state, sub.early))
             if not hold_until_done:
                 free()
-            outcome = sub.outcome
-        if outcome is None:
-            flow = target.track(part.import_id or "", part.early, job.context)
-            outcome = await eng.drive(flow, s, job.retry, on_note=on_note, on_retry=retry)
-        _settle(job, partition, outcome)
+        flow = target.track(part.import_id or "", part.early, job.context)
+        _settle(job, partition, await eng.drive(flow, s, job.retry, on_note=on_note, on_retry=retry))
     except InDoubt as e:
         emit(Settled(job.id, time.time(), partition, IN_DOUBT, message=str(e)))
     except VendorError as e:

@@ -170,6 +170,8 @@ class JobState:
             p.vendor_state, p.percent = e.vendor_state, e.percent
         elif isinstance(e, Settled):
             p.state, p.message, p.finished_at, p.reason = e.state, e.message, e.at, e.reason
+            if p.submitted_at is None and e.state in (FINISHED, FAILED):
+                p.submitted_at = e.at  # a synchronous import: submitted and finished in one answer
             p.vendor_state = e.vendor_state or p.vendor_state
             p.faults, p.unmatched, p.imported, p.rejected = e.faults, e.unmatched, e.imported, e.rejected
 

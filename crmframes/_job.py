@@ -122,6 +122,8 @@ class Job:
                                           _journal.early_faults(p["early"])))
             if state == SENDING:
                 state, p["message"] = IN_DOUBT, "the process stopped while sending; the answer was never seen"
+            elif state == SUBMITTED and p["import_id"] is None:  # a synchronous answer, never recorded
+                state, p["message"] = IN_DOUBT, "the process stopped before the vendor's answer was recorded"
             if state in SETTLED:
                 faults = jr.faults(job_id, i)
                 if faults is None and state == FINISHED:  # no file: the vendor named no row

@@ -148,6 +148,10 @@ class Journal:
             self._part(j, e.partition, state=e.state, vendor_state=e.vendor_state, message=e.message,
                        reason=e.reason, finished_at=e.at, imported=e.imported, rejected=e.rejected,
                        unmatched=e.unmatched)
+            if e.state in (ev.FINISHED, ev.FAILED):  # a synchronous import has no Submitted event
+                with self.lock:
+                    self.db.execute("UPDATE partitions SET submitted_at = COALESCE(submitted_at, ?) "
+                                    "WHERE job_id = ? AND partition = ?", (e.at, j, e.partition))
         elif isinstance(e, ev.Stopped):
             self._job(j, state=e.how, message=e.message)
         elif isinstance(e, ev.Resumed):

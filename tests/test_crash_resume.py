@@ -39,13 +39,18 @@ elif kind == "qualtrics":
 else:
     frame = pl.read_csv({dengage!r}).with_columns(pl.col("birth_date").cast(pl.String))
     t = cf.Dengage("k", "p", base_url=url).contacts().with_limits(max_records=50)
-state = {{"settled": 0}}
+state = {{"settled": 0, "submitted": 0}}
 
 def freeze(e):
     if isinstance(e, ev.Settled):
         state["settled"] += 1
+    if isinstance(e, ev.Submitted):
+        state["submitted"] += 1
+    # between submits: the second import is with the vendor and nothing else is on the wire
+    # (one import at a time); D·engage answers synchronously, so: after its second answer
     hit = ((point == "before_submit" and isinstance(e, ev.Planned))
-           or (point == "between_submits" and isinstance(e, ev.Settled) and state["settled"] == 1)
+           or (point == "between_submits" and isinstance(e, ev.Submitted) and state["submitted"] == 2)
+           or (point == "between_submits" and kind == "dengage" and isinstance(e, ev.Settled) and state["settled"] == 2)
            or (point == "while_polling" and isinstance(e, ev.Polled) and state["settled"] == 1)
            or (point == "mid_send" and isinstance(e, ev.Sending) and state["settled"] == 1))
     if hit:

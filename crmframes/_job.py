@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from crmframes import _engine, _journal, _loop, _report
+from crmframes._display.log import log_event
 from crmframes._errors import ConfigError, CrmError, CrmWarning, FrameError
 from crmframes._events import (
     FAILED,
@@ -44,7 +45,6 @@ from crmframes._events import (
 from crmframes._pipeline import CHUNK_ROWS, Frame, Payload, Plan, body_hash, payloads, survey
 from crmframes._retry import RetryPolicy
 from crmframes._target import Target, target_class
-from crmframes.display.log import log_event
 
 log = logging.getLogger("crmframes")
 FAILED_OUTCOMES = ("rejected", "invalid", "not_sent", "in_doubt")

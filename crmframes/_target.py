@@ -101,9 +101,9 @@ class Framing:
     def body(self, pieces: Sequence[bytes | memoryview]) -> bytes:
         if self.trim and pieces:  # drop the last row's separator without copying
             pieces = [*pieces[:-1], memoryview(pieces[-1])[: -self.trim]]
-        content = b"".join([self.head, *pieces])
-        if self.base64:
-            content = base64.b64encode(content)
+        if not self.base64:  # one copy of the rows, straight into the body
+            return b"".join([self.prefix, self.head, *pieces, self.suffix])
+        content = base64.b64encode(b"".join([self.head, *pieces]))
         return b"".join((self.prefix, content, self.suffix))
 
 

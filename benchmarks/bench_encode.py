@@ -23,11 +23,12 @@ import polars as pl
 import crmframes as cf
 
 
-def make_frame(n: int, seed: int = 7) -> pl.DataFrame:
-    rng = np.random.default_rng(seed)
+def make_frame(n: int, seed: int = 7, offset: int = 0) -> pl.DataFrame:
+    """A contacts-and-orders-like frame: unicode, quotes, commas, newlines, nulls, dates."""
+    rng = np.random.default_rng(seed + offset)
     names = np.array(["Anna", "Ben", "Chloé", "Dmitri", "Zeynep", "O'Brien", "Søren", "李", 'Say "hi"', "a,b"])
     cities = np.array(["London", "Istanbul", "Berlin", "Paris", "Leeds\nNorth", "Izmir"])
-    idx = np.arange(n)
+    idx = np.arange(offset, offset + n)
     return pl.DataFrame({
         "key": pl.Series(idx).cast(pl.String).str.zfill(9),
         "email": pl.select(pl.lit("user") + pl.Series(idx).cast(pl.String) + pl.lit("@example.com")).to_series(),
@@ -38,7 +39,8 @@ def make_frame(n: int, seed: int = 7) -> pl.DataFrame:
         "vip": rng.random(n) < 0.1,
         "points": rng.integers(0, 100_000, n),
         "score": np.round(rng.random(n) * 100, 2),
-        "company": pl.Series(np.where(rng.random(n) < 0.3, None, "Acme Ltd"), dtype=pl.String),
+        "company": pl.select(pl.when(pl.Series(rng.random(n) < 0.3)).then(None).otherwise(pl.lit("Acme Ltd")))
+        .to_series(),
         "updated_at": pl.Series(rng.integers(0, 10**15, n)).cast(pl.Datetime("us")),
     })
 

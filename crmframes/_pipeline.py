@@ -14,14 +14,16 @@ import html
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from crmframes._errors import ColumnNotFoundError, FrameError, PayloadError
 from crmframes._partition import CLOSED_BY_END, Partitioner
 from crmframes._target import Binding, Target
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Frame = pl.DataFrame | pl.LazyFrame
 CHUNK_ROWS = 131_072  # rows per batch: bounds the encoded column held at once
@@ -185,6 +187,8 @@ class _Pass:
 def _row_problems(batch: pl.DataFrame, binding: Binding, rows: np.ndarray,
                   dups: pl.DataFrame | None) -> tuple[pl.DataFrame, np.ndarray]:
     """Row problems of a batch and the mask of rows that passed every check."""
+    import numpy as np  # numpy and pyarrow load on first use, not with `import crmframes`
+
     n = batch.height
     frames = []
     bad = np.zeros(n, dtype=bool)
@@ -223,6 +227,9 @@ def _row_problems(batch: pl.DataFrame, binding: Binding, rows: np.ndarray,
 def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK_ROWS,
         stats: _Pass | None = None) -> Iterator[_Closed]:
     """Yield each closed partition in order; problems and counts go to ``stats``."""
+    import numpy as np
+    import pyarrow as pa
+
     require_usable(binding)
     assert binding.encode is not None
     stats = stats if stats is not None else _Pass()
@@ -308,6 +315,8 @@ def collect_problems(stats: _Pass, binding: Binding) -> pl.DataFrame:
 
 def validate(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> pl.DataFrame:
     """Problems as a frame ``(row, column, code, problem)``; empty means clean."""
+    import numpy as np
+
     binding = bind(frame, target)
     stats = _Pass()
     if binding.problems:

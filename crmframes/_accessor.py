@@ -39,25 +39,26 @@ class CrmNamespace(Generic[F]):
 
     def submit(self, target: Target, *, wait: bool = True, timeout: float | None = None,
                retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (),
-               max_reject_rate: float | None = None) -> Job:
+               max_reject_rate: float | None = None, progress: bool | str | None = None) -> Job:
         """Send the frame: plan, submit each request under the vendor's limits, poll, fetch
         the reports. Returns a ``Job``; ``job.report()`` has one row per input row.
 
         ``max_reject_rate``: stop sending once the vendor rejects more than this share of
-        the rows sent (the rest become ``not_sent``)."""
+        the rows sent (the rest become ``not_sent``). ``progress``: None shows a live panel
+        in a notebook and bars on a terminal; False (or CRMFRAMES_PROGRESS=0) shows nothing."""
         from crmframes._job import submit
 
         return submit(self._frame, _target(target), wait=wait, timeout=timeout, retry=retry, sinks=sinks,
-                      max_reject_rate=max_reject_rate)
+                      max_reject_rate=max_reject_rate, progress=progress)
 
     async def asubmit(self, target: Target, *, wait: bool = True, timeout: float | None = None,
                       retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (),
-                      max_reject_rate: float | None = None) -> Job:
+                      max_reject_rate: float | None = None, progress: bool | str | None = None) -> Job:
         """The async twin of ``submit``: ``job = await df.crm.asubmit(t)``."""
         from crmframes._job import asubmit
 
         return await asubmit(self._frame, _target(target), wait=wait, timeout=timeout, retry=retry, sinks=sinks,
-                             max_reject_rate=max_reject_rate)
+                             max_reject_rate=max_reject_rate, progress=progress)
 
 
 def _target(target: object) -> Target:

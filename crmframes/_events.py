@@ -175,12 +175,64 @@ class JobState:
             p.vendor_state = e.vendor_state or p.vendor_state
             p.faults, p.unmatched, p.imported, p.rejected = e.faults, e.unmatched, e.imported, e.rejected
 
+    def snapshot(self, now: float) -> Progress:
+        """Everything a display shows, computed from the state under its lock."""
+        with self.lock:
+            parts = list(self.partitions.values())
+            sent = [p for p in parts if p.state not in (PLANNED, SENDING, NOT_SENT)]
+            settled = [p for p in parts if p.state in SETTLED]
+            started = min((p.submitted_at for p in parts if p.submitted_at), default=None)
+            rejected = sum(0 if p.faults is None else p.faults.height for p in parts if p.state == FINISHED)
+            rejected += sum(p.rows for p in parts if p.state in (FAILED, REFUSED))
+            eta = None
+            todo = len(parts) - len(settled)
+            if started is not None and settled and todo and self.stopped is None:
+                eta = (now - started) / len(settled) * todo
+            stages = {s: sum(1 for p in parts if p.state == s) for s in
+                      (PLANNED, SENDING, SUBMITTED, FINISHED, FAILED, REFUSED, IN_DOUBT, NOT_SENT)}
+            return Progress(
+                target=self.target, input_rows=self.input_rows, invalid_rows=self.invalid_rows,
+                partitions=len(parts), partitions_sent=len(sent), partitions_settled=len(settled),
+                rows_total=sum(p.rows for p in parts), rows_sent=sum(p.rows for p in sent),
+                rows_settled=sum(p.rows for p in settled), rows_rejected=rejected,
+                bytes_total=sum(p.bytes for p in parts), bytes_sent=sum(p.bytes for p in sent),
+                stages=stages, waiting=self.waiting, retries=self.retries, stopped=self.stopped,
+                message=self.message, elapsed=None if started is None else now - started, eta=eta,
+                table=tuple((p.partition, p.state, p.import_id, p.vendor_state, p.rows, p.retries)
+                            for p in sorted(parts, key=lambda p: p.partition)))
+
     def counts(self) -> dict[str, int]:
         with self.lock:
             out: dict[str, int] = {}
             for p in self.partitions.values():
                 out[p.state] = out.get(p.state, 0) + 1
             return out
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A job at one moment, for displays (the widget, tqdm, the job's HTML repr)."""
+
+    target: str
+    input_rows: int
+    invalid_rows: int
+    partitions: int
+    partitions_sent: int
+    partitions_settled: int
+    rows_total: int  # valid rows, the ones that are sent
+    rows_sent: int
+    rows_settled: int
+    rows_rejected: int
+    bytes_total: int
+    bytes_sent: int
+    stages: dict[str, int]
+    waiting: str | None
+    retries: int
+    stopped: str | None
+    message: str | None
+    elapsed: float | None
+    eta: float | None
+    table: tuple[tuple[Any, ...], ...]  # (partition, state, import_id, vendor_state, rows, retries)
 
 
 Sink = Callable[[Event], None]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import html
 import json
 import logging
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from crmframes import _engine, _journal, _loop, _report
+from crmframes._display import render
 from crmframes._display.log import log_event
 from crmframes._errors import ConfigError, CrmError, CrmWarning, FrameError
 from crmframes._events import (
@@ -60,6 +60,7 @@ class Job:
 
     def __init__(self, frame: Frame | None, target: Target, *, retry: RetryPolicy | None = None,
                  sinks: Iterable[Sink] = (), chunk_rows: int = CHUNK_ROWS, max_reject_rate: float | None = None,
+                 progress: bool | str | None = None,
                  _restore: tuple[str, Plan, list[str], pl.DataFrame] | None = None) -> None:
         if max_reject_rate is not None and not 0 <= max_reject_rate <= 1:
             raise ValueError(f"max_reject_rate is a share of rows between 0 and 1; got {max_reject_rate!r}")
@@ -68,6 +69,7 @@ class Job:
         self.retry = retry or RetryPolicy()
         self.chunk_rows = chunk_rows
         self.max_reject_rate = max_reject_rate
+        self.progress = progress
         self.resend_in_doubt = False
         self.context: Any = _engine._UNSET
         self.error: CrmError | None = None
@@ -94,10 +96,13 @@ class Job:
             self.emit(planned)
         else:
             self.state.apply(planned)  # already in the journal
+        from crmframes._display import sinks as display_sinks  # the widget / tqdm stacks load only here
+
+        self._sinks += display_sinks(progress, self)
 
     @classmethod
     def restore(cls, job_id: str, frame: Frame | None = None, *, connection: Any = None,
-                retry: RetryPolicy | None = None, sinks: Iterable[Sink] = ()) -> Job:
+                retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (), progress: bool | str | None = None) -> Job:
         """Rebuild a journalled job (after a crash or a kernel restart); see ``cf.resume``."""
         jr = _journal.journal()
         row, parts = jr.load(job_id)
@@ -111,7 +116,7 @@ class Job:
         hashes = [p["hash"] for p in parts]
         policy = json.loads(row["policy"])
         job = cls(frame, target, retry=retry, sinks=sinks, max_reject_rate=policy.get("max_reject_rate"),
-                  _restore=(job_id, plan_, hashes, pl.read_parquet(d / "lineage.parquet")))
+                  progress=progress, _restore=(job_id, plan_, hashes, pl.read_parquet(d / "lineage.parquet")))
         if row["context"] is not None:
             job.context = json.loads(row["context"])
         now = time.time()
@@ -296,7 +301,8 @@ class Job:
         lf = self.frame.lazy() if isinstance(self.frame, pl.DataFrame) else self.frame
         picked = (lf.with_row_index("__row").filter(pl.col("__row").cast(pl.Int64).is_in(rows.implode()))
                   .drop("__row").collect())
-        return submit(picked, self.target, wait=wait, retry=self.retry, max_reject_rate=self.max_reject_rate)
+        return submit(picked, self.target, wait=wait, retry=self.retry, max_reject_rate=self.max_reject_rate,
+                      progress=self.progress)
 
     # --- results ---
 
@@ -335,27 +341,20 @@ class Job:
 
     # --- display ---
 
-    def _headline(self) -> str:
-        state = self.state.stopped or ("running" if self.running else "not started")
-        c = self.state.counts()
-        parts = ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
-        return f"Job {self.id} → {self.target.name}: {state}; partitions: {parts or 'none'}"
-
     def __repr__(self) -> str:
         counts = ", ".join(f"{k} {v:,}" for k, v in self.counts().items() if v)
-        return f"<{self._headline()}; rows: {counts}>"
+        return f"<Job {self.id} · {render.summary(self.state.snapshot(time.time()))} · rows: {counts}>"
 
     def _repr_html_(self) -> str:
-        counts = self.counts()
-        cells = "".join(f"<td>{html.escape(k)}: <b>{v:,}</b></td>" for k, v in counts.items() if v)
-        return (f"<div><b>{html.escape(self._headline())}</b><table><tr>{cells}</tr></table>"
-                f"{self.status()._repr_html_()}</div>")
-
+        return render.panel(self.state.snapshot(time.time()), self.counts())
 
 def submit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | None = None,
-           retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (), max_reject_rate: float | None = None) -> Job:
-    """Plan, then send every partition under the vendor's limits; ``wait=False`` returns at once."""
-    job = Job(frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate)
+           retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (), max_reject_rate: float | None = None,
+           progress: bool | str | None = None) -> Job:
+    """Plan, then send every partition under the vendor's limits; ``wait=False`` returns at once.
+
+    ``progress``: None picks the notebook panel or terminal bars; False shows nothing."""
+    job = Job(frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate, progress=progress)
     if wait:
         return job.wait(timeout)
     job._start()
@@ -364,9 +363,10 @@ def submit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | 
 
 async def asubmit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | None = None,
                   retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (),
-                  max_reject_rate: float | None = None) -> Job:
+                  max_reject_rate: float | None = None, progress: bool | str | None = None) -> Job:
     """The async twin of ``submit`` (planning runs in a worker thread, not on your loop)."""
-    job = await asyncio.to_thread(Job, frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate)
+    job = await asyncio.to_thread(Job, frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate,
+                                  progress=progress)
     if wait:
         return await job.await_(timeout)
     job._start()
@@ -380,7 +380,7 @@ def jobs() -> pl.DataFrame:
 
 def resume(job_id: str, frame: Frame | None = None, *, connection: Any = None, wait: bool = True,
            timeout: float | None = None, resend_in_doubt: bool = False, retry: RetryPolicy | None = None,
-           sinks: Iterable[Sink] = ()) -> Job:
+           sinks: Iterable[Sink] = (), progress: bool | str | None = None) -> Job:
     """Finish a journalled job after a crash or a kernel restart.
 
     Imports the vendor already has are polled, never sent again; the frame is needed only
@@ -389,7 +389,7 @@ def resume(job_id: str, frame: Frame | None = None, *, connection: Any = None, w
     ``resend_in_doubt=True`` also re-sends partitions whose answer was lost where a repeat
     may duplicate data (Qualtrics transactions).
     """
-    job = Job.restore(job_id, frame, connection=connection, retry=retry, sinks=sinks)
+    job = Job.restore(job_id, frame, connection=connection, retry=retry, sinks=sinks, progress=progress)
     job.resend_in_doubt = resend_in_doubt
     if job.done:
         return job

@@ -145,11 +145,11 @@ class Engine:
         relogged = False
         while True:
             attempt += 1
-            if pace is not None:
-                await pace.pace(s.scale, self.sleep)
             headers = {}
             if req.authenticated:
                 headers.update(await self.auth_headers(s, policy))
+            if pace is not None:  # after any login, so the pace counts from when the call really leaves
+                await pace.pace(s.scale, self.sleep)
             if req.content_type:
                 headers["Content-Type"] = req.content_type
             status: int | None = None

@@ -326,3 +326,10 @@ def test_ctrl_c_pauses_the_job_and_wait_resumes_it_without_resending():
     assert out.returncode == 0, out.stderr
     assert "interrupted: paused False" in out.stdout
     assert "final: 196 196 [1]" in out.stdout
+
+
+def test_the_first_dengage_call_after_login_is_paced_from_when_it_really_left():
+    frame = _dengage()
+    with cf.sandbox(job_duration=0.0, time_scale=0.01, latency=0.05) as sb:  # a slow login must not count
+        job = frame.crm.submit(sb.dengage().contacts().with_limits(max_records=50))
+    assert job.status()["retries"].sum() == 0

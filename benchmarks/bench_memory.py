@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROW_GROUP = 262_144  # rows per parquet row group: what polars itself writes by default
 
 CHILD = r"""
 import gc, json, sys
@@ -80,7 +81,7 @@ def write_parquet(path: Path, rows: int, chunk: int = 1_000_000) -> None:
     for offset in range(0, rows, chunk):
         table = make_frame(min(chunk, rows - offset), offset=offset).to_arrow()
         writer = writer or pq.ParquetWriter(path, table.schema)
-        writer.write_table(table)
+        writer.write_table(table, row_group_size=ROW_GROUP)
     assert writer is not None
     writer.close()
 

@@ -143,10 +143,62 @@ def require_usable(binding: Binding) -> None:
 
 def _batches(frame: Frame, chunk_rows: int) -> Iterator[pl.DataFrame]:
     if isinstance(frame, pl.LazyFrame):
-        yield from frame.collect_batches(chunk_size=chunk_rows)
+        yield from _streamed(frame, chunk_rows)
         return
     for offset in range(0, frame.height, chunk_rows):
         yield frame.slice(offset, chunk_rows)
+
+
+_DONE = object()
+
+
+def _streamed(lf: pl.LazyFrame, chunk_rows: int) -> Iterator[pl.DataFrame]:
+    """Batches of a lazy query with backpressure.
+
+    ``collect_batches`` runs the whole query ahead of its reader and buffers what is not
+    read yet, so memory grew with the file (measured: 0.5 GB for 1M rows, 1.8 GB for 10M).
+    ``sink_batches`` hands each batch to a callback inside the engine; blocking that
+    callback on a small queue holds the engine back until the encoder has caught up.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue[object] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def put(item: object) -> None:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def on_batch(df: pl.DataFrame) -> bool:
+        put(df)
+        return stop.is_set()
+
+    def drive() -> None:
+        try:
+            lf.sink_batches(on_batch, chunk_size=chunk_rows)
+            put(_DONE)
+        except BaseException as e:  # handed to the reader, raised there
+            put(e)
+
+    worker = threading.Thread(target=drive, name="crmframes-scan", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, pl.DataFrame)
+            yield item
+    finally:
+        stop.set()  # the reader is gone (done, failed or closed early): let the engine finish
+        worker.join(timeout=30)
 
 
 def _duplicates(frame: Frame, binding: Binding) -> pl.DataFrame | None:

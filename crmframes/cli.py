@@ -128,7 +128,7 @@ def _knobs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _progress(event: Any) -> None:
-    """One line per state change (the terminal progress bars come with the display issue)."""
+    """One line per state change: plain text that reads the same in a terminal, a log or CI."""
     from crmframes import _events as ev
 
     if isinstance(event, ev.Submitted):
@@ -163,7 +163,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
             url = stack.enter_context(sandbox(**_knobs(args))).url
         t = build_target(args.to, args.option, url)
-        job = submit(read_frame(args.file), t, sinks=[_progress] if not args.quiet else ())
+        job = submit(read_frame(args.file), t, sinks=[_progress] if not args.quiet else (), progress=False)
     _summary(job)
     if args.report:
         out = Path(args.report)
@@ -186,7 +186,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from crmframes._job import resume
 
     frame = read_frame(args.file) if args.file else None
-    job = resume(args.job, frame, resend_in_doubt=args.resend_in_doubt)
+    job = resume(args.job, frame, resend_in_doubt=args.resend_in_doubt, sinks=[_progress], progress=False)
     _summary(job)
     return 0 if set(job.counts()) <= {"accepted"} else 1
 
@@ -207,7 +207,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"\n=== {name}  ←  data/{file}")
             t = build_target(name, options, sb.url)
             started = time.monotonic()
-            job = Job(read_frame(str(DATA / file)), t, sinks=[_progress])
+            job = Job(read_frame(str(DATA / file)), t, sinks=[_progress], progress=False)
             print(job.plan)
             job.wait()
             _summary(job)

@@ -35,6 +35,7 @@ from crmframes._events import (
     Settled,
     Stopped,
     Submitted,
+    Waiting,
 )
 from crmframes._flow import Call, Flow, Note, Outcome, Pause, Reply, Request
 from crmframes._report import map_faults
@@ -216,6 +217,7 @@ class Engine:
 
     async def drive(self, flow: Flow, s: Session, policy: RetryPolicy, *, pace: Budget | None = None,
                     on_note: Callable[[Note], None] | None = None,
+                    on_pause: Callable[[str, float], None] | None = None,
                     on_retry: Callable[[str, str, float, int | None], None] | None = None) -> Any:
         reply: Reply | None = None
         while True:
@@ -230,6 +232,8 @@ class Engine:
                 retry = None if on_retry is None else (lambda why, w, st, c=req.call: on_retry(c, why, w, st))
                 reply = await self.call(s, req, policy, pace=pacer, on_retry=retry)
             elif isinstance(step, Pause):
+                if on_pause is not None:
+                    on_pause(step.why, step.seconds * s.scale)
                 await self.sleep(step.seconds * s.scale)
             elif isinstance(step, Note) and on_note is not None:
                 on_note(step)
@@ -400,7 +404,9 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partitio
             if not hold_until_done:
                 free()
         flow = target.track(part.import_id or "", part.early, job.context)
-        _settle(job, partition, await eng.drive(flow, s, job.retry, on_note=on_note, on_retry=retry))
+        on_pause = lambda why, wait: emit(Waiting(job.id, time.time(), partition, why, wait))  # noqa: E731
+        _settle(job, partition, await eng.drive(flow, s, job.retry, on_note=on_note, on_pause=on_pause,
+                                                on_retry=retry))
     except InDoubt as e:
         emit(Settled(job.id, time.time(), partition, IN_DOUBT, message=str(e)))
     except VendorError as e:

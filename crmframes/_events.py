@@ -71,6 +71,15 @@ class RetryScheduled(Event):
 
 
 @dataclass(frozen=True)
+class Waiting(Event):
+    """A planned wait of a flow, e.g. until the next poll of an import."""
+
+    partition: int
+    why: str
+    wait: float  # real seconds
+
+
+@dataclass(frozen=True)
 class Settled(Event):
     """A partition reached its end: finished, failed, refused, in_doubt or not_sent."""
 
@@ -158,6 +167,9 @@ class JobState:
                 self.partitions[e.partition].retries += 1
             return
         p = self.partitions[e.partition]  # type: ignore[attr-defined]
+        if isinstance(e, Waiting):
+            self.waiting = f"next {e.why} of partition {e.partition} in {e.wait:.1f} s"
+            return
         self.waiting = None
         if isinstance(e, Sending):
             p.state = SENDING

@@ -94,3 +94,8 @@ def test_a_job_displays_itself_richly_at_any_time():
     final = job._repr_html_()
     assert "dotdigital.contacts: done" in final and "accepted 196" in final and "rejected 1" in final
     assert "accepted 196" in repr(job)
+
+
+def test_the_next_poll_shows_as_the_current_wait():
+    st = state_after([*recorded()[:3], ev.Waiting(J, 2.0, 0, "poll", 7.5)])
+    assert "waiting: next poll of partition 0 in 7.5 s" in render.summary(st.snapshot(now=2.0))

@@ -153,12 +153,13 @@ _DONE = object()
 
 
 def _streamed(lf: pl.LazyFrame, chunk_rows: int) -> Iterator[pl.DataFrame]:
-    """Batches of a lazy query with backpressure.
+    """Batches of a lazy query, handed over through a two-batch queue.
 
-    ``collect_batches`` runs the whole query ahead of its reader and buffers what is not
-    read yet, so memory grew with the file (measured: 0.5 GB for 1M rows, 1.8 GB for 10M).
-    ``sink_batches`` hands each batch to a callback inside the engine; blocking that
-    callback on a small queue holds the engine back until the encoder has caught up.
+    ``sink_batches`` calls back inside the engine; blocking that callback on a small queue
+    holds the sink back while the encoder catches up. It is not a full bound: the engine
+    still decodes ahead of the sink, so peak memory grows with the file (measured with
+    benchmarks/bench_memory.py: 0.4 GB at 1M rows, 1.6 GB at 10M; ``collect_batches``
+    gave 0.5 and 1.8 GB). A pull-based reader is the next step.
     """
     import queue
     import threading

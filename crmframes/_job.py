@@ -63,7 +63,7 @@ class Job:
                  progress: bool | str | None = None,
                  _restore: tuple[str, Plan, list[str], pl.DataFrame] | None = None) -> None:
         if max_reject_rate is not None and not 0 <= max_reject_rate <= 1:
-            raise ValueError(f"max_reject_rate is a share of rows between 0 and 1; got {max_reject_rate!r}")
+            raise ConfigError(f"max_reject_rate is a share of rows between 0 and 1; got {max_reject_rate!r}")
         self.frame = frame
         self.target = target
         self.retry = retry or RetryPolicy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -64,3 +65,17 @@ def test_partition_closing_reason_names_the_binding_limit():
 def test_rows_that_cannot_fit_alone_are_flagged_not_cut():
     p = Partitioner(row_budget=10, max_records=None)
     assert p.fits_alone(np.array([10, 11, 3])).tolist() == [True, False, True]
+
+
+def test_lazy_parquet_scans_are_read_slice_by_slice_only_when_each_slice_reads_its_own_rows(tmp_path):
+    from crmframes._pipeline import _batches, _sliceable
+
+    path = tmp_path / "t.parquet"
+    pl.DataFrame({"a": list(range(10))}).write_parquet(path)
+    (tmp_path / "t.csv").write_text("a\n1\n2\n")
+    lf = pl.scan_parquet(path)
+    assert _sliceable(lf, 4) and _sliceable(lf.rename({"a": "b"}).with_columns(c=pl.col("b") * 2), 4)
+    assert not _sliceable(lf.filter(pl.col("a") > 1), 4)  # every slice would rescan from the start
+    assert not _sliceable(lf.sort("a"), 4) and not _sliceable(pl.scan_csv(tmp_path / "t.csv"), 4)
+    assert [b["a"].to_list() for b in _batches(lf, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert [b["a"].to_list() for b in _batches(lf.filter(pl.col("a") > 6), 4)] == [[7, 8, 9]]

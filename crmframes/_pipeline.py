@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 Frame = pl.DataFrame | pl.LazyFrame
-CHUNK_ROWS = 131_072  # rows per batch: bounds the encoded column held at once
+CHUNK_ROWS = 65_536  # rows per batch: bounds the encoded column held at once (131k measured 3.4× the
+# frame at peak for D·engage, 64k 1.7×, at the same speed)
 ASSUMED_UPLOAD_BYTES_PER_S = 5_000_000  # [I] for estimates only
 
 PROBLEM_SCHEMA = {"row": pl.Int64, "column": pl.String, "code": pl.String, "problem": pl.String}

@@ -258,18 +258,24 @@ class _Pass:
     input_rows: int = 0
 
 
+def _check_exprs(binding: Binding) -> list[pl.Expr]:
+    return [c.invalid.fill_null(False).alias(f"_c{i}") for i, c in enumerate(binding.checks)]
+
+
 def _row_problems(batch: pl.DataFrame, binding: Binding, rows: np.ndarray,
-                  dups: pl.DataFrame | None) -> tuple[pl.DataFrame, np.ndarray]:
-    """Row problems of a batch and the mask of rows that passed every check."""
+                  dups: pl.DataFrame | None, masks: pl.DataFrame | None = None) -> tuple[pl.DataFrame, np.ndarray]:
+    """Row problems of a batch and the mask of rows that passed every check.
+
+    ``masks``: the checks' columns when the caller computed them in its own select.
+    """
     import numpy as np  # numpy and pyarrow load on first use, not with `import crmframes`
 
     n = batch.height
     frames = []
     bad = np.zeros(n, dtype=bool)
     if binding.checks:
-        masks = batch.select(
-            [c.invalid.fill_null(False).alias(f"_c{i}") for i, c in enumerate(binding.checks)]
-        )
+        if masks is None:
+            masks = batch.select(_check_exprs(binding))
         for i, check in enumerate(binding.checks):
             m = masks.get_column(f"_c{i}").to_numpy()
             if m.any():
@@ -326,13 +332,18 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
         rows = np.arange(offset, offset + n, dtype=np.int64)
         offset += n
         stats.input_rows += n
-        problems, ok = _row_problems(batch, binding, rows, dups)
-        valid = batch.filter(pl.Series(ok))
-        nulls = frozenset(c for c, k in zip(valid.columns, valid.null_count().row(0), strict=True) if k)
+        # One select per batch: the checks, every row's encoding and its echoed key, computed
+        # together (polars runs them in parallel); invalid rows are dropped afterwards. The
+        # null set is the batch's, so a key null only in invalid rows costs a spare strip pass.
+        nulls = frozenset(c for c, k in zip(batch.columns, batch.null_count().row(0), strict=True) if k)
         if nulls not in exprs:
             exprs[nulls] = binding.encode(nulls).alias("_r")
-        encoded = valid.select(exprs[nulls]).get_column("_r")
-        keys = valid.select(binding.report_key.alias("_k")).get_column("_k") if with_keys else None  # type: ignore[union-attr]
+        out = batch.select(*_check_exprs(binding), exprs[nulls],
+                           *([binding.report_key.alias("_k")] if with_keys else []))  # type: ignore[union-attr]
+        problems, ok = _row_problems(batch, binding, rows, dups, out)
+        keep = pl.Series(ok)
+        encoded = out.get_column("_r").filter(keep)
+        keys = out.get_column("_k").filter(keep) if with_keys else None
         lengths = encoded.str.len_bytes().to_numpy().astype(np.int64)
         rows = rows[ok]
         fits = part.fits_alone(lengths)

@@ -147,8 +147,14 @@ class Target:
     # → ``track`` (a sans-I/O flow: poll → report → Outcome). Split so that the body is let go
     # as soon as it is sent, and a resumed job can track an import the vendor already has.
 
+    method: ClassVar[str] = "POST"  # the submit call's HTTP method (Insight data: PUT)
+
     def submit_request(self, body: bytes, content_type: str, context: Any) -> Request:
-        raise NotImplementedError
+        """The body as planned, sent to ``self.path``; a target whose envelope changes at
+        send time (a Qualtrics batch id) overrides this."""
+        from crmframes._flow import Request
+
+        return Request(self.method, self.path, "submit", body, content_type)  # type: ignore[attr-defined]
 
     def accepted(self, reply: Reply) -> Submission:
         raise NotImplementedError

@@ -154,9 +154,6 @@ class DengageContacts(Target):
         key = pl.col("contact_key").cast(pl.String) if "contact_key" in schema else None
         return Binding(self, tuple(problems), tuple(checks), None, encode, Framing(prefix, suffix, trim=1), key)
 
-    def submit_request(self, body: bytes, content_type: str, context: Any) -> Request:
-        return Request("POST", self.path, "submit", body, content_type)
-
     def accepted(self, reply: Reply) -> Submission:
         """Synchronous: the answer to the call is the whole report (CONTRACTS §5)."""
         doc = reply.json()

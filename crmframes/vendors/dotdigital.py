@@ -168,12 +168,20 @@ def _check_collection(name: object, pattern: re.Pattern[str], rule: str) -> str:
     return name
 
 
+class _V2Import(Target):
+    """v2 imports (contacts, transactional data) answer a submit with ``{id, status}``."""
+
+    def accepted(self, reply: Reply) -> Submission:
+        doc = reply.json()  # ApiContactImport / ApiTransactionalDataImport
+        return Submission(str(doc["id"]), doc.get("status"))
+
+
 # --- contacts import with merge option (v2, CSV) ---------------------------------
 
 
 @register
 @dataclass(frozen=True, repr=False)
-class DotdigitalContacts(Target):
+class DotdigitalContacts(_V2Import):
     """``POST /v2/address-books/{id}/contacts/import/with-merge-option/{mergeOption}``."""
 
     connection: Dotdigital = field(compare=False)
@@ -230,13 +238,6 @@ class DotdigitalContacts(Target):
         key = unique.key if unique is not None else None
         return Binding(self, tuple(problems), tuple(checks), unique, encode, self._framing(head), key)
 
-    def submit_request(self, body: bytes, content_type: str, context: Any) -> Request:
-        return Request("POST", self.path, "submit", body, content_type)
-
-    def accepted(self, reply: Reply) -> Submission:
-        doc = reply.json()  # ApiContactImport / ApiTransactionalDataImport: {id, status}
-        return Submission(str(doc["id"]), doc.get("status"))
-
     def track(self, import_id: str, early: tuple[Any, ...], context: Any) -> Flow:
         return _contacts_track(import_id)
 
@@ -272,7 +273,7 @@ def _merge_option(value: object) -> str:
 
 @register
 @dataclass(frozen=True, repr=False)
-class DotdigitalTransactionalData(Target):
+class DotdigitalTransactionalData(_V2Import):
     """``POST /v2/contacts/transactional-data/import/{collectionName}``."""
 
     connection: Dotdigital = field(compare=False)
@@ -306,13 +307,6 @@ class DotdigitalTransactionalData(Target):
     def bind(self, schema: pl.Schema) -> Binding:
         return _bind_records(self, schema, self.key, self.scope, "email", self.contact, self.fields,
                              self._encode, Framing(b"[", b"]", trim=1))
-
-    def submit_request(self, body: bytes, content_type: str, context: Any) -> Request:
-        return Request("POST", self.path, "submit", body, content_type)
-
-    def accepted(self, reply: Reply) -> Submission:
-        doc = reply.json()  # ApiContactImport / ApiTransactionalDataImport: {id, status}
-        return Submission(str(doc["id"]), doc.get("status"))
 
     def track(self, import_id: str, early: tuple[Any, ...], context: Any) -> Flow:
         return _transactional_track(import_id)
@@ -376,8 +370,7 @@ class DotdigitalInsightData(Target):
         return _bind_records(self, schema, self.key, self.scope, self.identity, self.contact, self.fields,
                              self._encode, Framing(prefix, b"]}", trim=1))
 
-    def submit_request(self, body: bytes, content_type: str, context: Any) -> Request:
-        return Request("PUT", self.path, "submit", body, content_type)
+    method: ClassVar[str] = "PUT"
 
     def accepted(self, reply: Reply) -> Submission:
         return Submission(str(reply.json()["importId"]), "NotStarted")  # 202 {importId}
@@ -454,17 +447,23 @@ V2_DONE, V2_FAILED = ("Finished",), ("Failed", "NotAvailableInThisVersion")
 V3_DONE, V3_FAILED = ("Finished", "Complete"), ("Failed",)
 
 
-def _poll(path: str, done: tuple[str, ...], failed: tuple[str, ...],
-          key: str = "status") -> Generator[Step, Reply | None, tuple[str, dict[str, Any]]]:
-    """Poll a status URL on Dotdigital's 5–30 s schedule until the import ends."""
+def _poll(path: str, done: tuple[str, ...],
+          failed: tuple[str, ...]) -> Generator[Step, Reply | None, tuple[str, dict[str, Any]]]:
+    """Poll a status URL on Dotdigital's 5–30 s schedule until the import ends (which frees
+    its slot at once: the reports are fetched after)."""
     for wait in poll_intervals():
         yield from pause(wait, "poll")
         doc = (yield from call(Request("GET", path, "poll"))).json()
-        state = str(doc.get(key))
+        state = str(doc.get("status"))
         yield from note("polled", vendor_state=state)
         if state in done or state in failed:
+            yield from note("vendor_done", vendor_state=state)
             return state, doc
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _failed(import_id: str, state: str) -> Outcome:
+    return Outcome(import_id, "failed", state, message=f"Dotdigital reports the import {state}")
 
 
 def contact_faults(content: bytes) -> list[Fault]:
@@ -486,9 +485,8 @@ def contact_faults(content: bytes) -> list[Fault]:
 
 def _contacts_track(import_id: str) -> Flow:
     state, _ = yield from _poll(f"/v2/contacts/import/{import_id}", V2_DONE, V2_FAILED)
-    yield from note("vendor_done", vendor_state=state)
     if state not in V2_DONE:
-        return Outcome(import_id, "failed", state, message=f"Dotdigital reports the import {state}")
+        return _failed(import_id, state)
     counts = (yield from call(Request("GET", f"/v2/contacts/import/{import_id}/report", "report"))).json()
     faults = yield from call(Request("GET", f"/v2/contacts/import/{import_id}/report-faults", "report"))
     imported = int(counts.get("newContacts", 0)) + int(counts.get("updatedContacts", 0))
@@ -501,9 +499,8 @@ def _contacts_track(import_id: str) -> Flow:
 def _transactional_track(import_id: str) -> Flow:
     base = f"/v2/contacts/transactional-data/import/{import_id}"
     state, _ = yield from _poll(base, V2_DONE, V2_FAILED)
-    yield from note("vendor_done", vendor_state=state)
     if state not in V2_DONE:
-        return Outcome(import_id, "failed", state, message=f"Dotdigital reports the import {state}")
+        return _failed(import_id, state)
     report = (yield from call(Request("GET", base + "/report", "report"))).json()
     faults = tuple(Fault(str(f.get("reason")), f.get("detail"), key=str(f.get("key")))
                    for f in report.get("faults") or [])
@@ -513,9 +510,8 @@ def _transactional_track(import_id: str) -> Flow:
 
 def _insight_track(path: str, import_id: str) -> Flow:
     state, doc = yield from _poll(f"{path}/{import_id}", V3_DONE, V3_FAILED)
-    yield from note("vendor_done", vendor_state=state)
     if state not in V3_DONE:
-        return Outcome(import_id, "failed", state, message=f"Dotdigital reports the import {state}")
+        return _failed(import_id, state)
     faults = tuple(Fault(str(f.get("failureReason")), "; ".join(map(str, f.get("details") or [])) or None,
                          key=str(f.get("key")))
                    for f in doc.get("failures") or [])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import logging
 import random
 import time
 import weakref
@@ -44,8 +43,6 @@ from crmframes._target import Target
 
 if TYPE_CHECKING:
     from crmframes._job import Job
-
-log = logging.getLogger("crmframes")
 
 # In-flight submits per account when the vendor documents no concurrency limit [I]
 DEFAULT_INFLIGHT = 8
@@ -89,7 +86,6 @@ class Budget:
 
     def __init__(self, slots: int, interval: float | None) -> None:
         self.slots = asyncio.Semaphore(slots)
-        self.size = slots
         self.interval = interval
         self.last_start = -1e18
         self.pace_lock = asyncio.Lock()

@@ -213,12 +213,6 @@ class JobState:
                 table=tuple((p.partition, p.state, p.import_id, p.vendor_state, p.rows, p.retries)
                             for p in sorted(parts, key=lambda p: p.partition)))
 
-    def counts(self) -> dict[str, int]:
-        with self.lock:
-            out: dict[str, int] = {}
-            for p in self.partitions.values():
-                out[p.state] = out.get(p.state, 0) + 1
-            return out
 
 
 @dataclass(frozen=True)

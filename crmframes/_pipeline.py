@@ -149,13 +149,14 @@ def _batches(frame: Frame, chunk_rows: int) -> Iterator[pl.DataFrame]:
             for offset in range(0, rows, chunk_rows):
                 yield frame.slice(offset, chunk_rows).collect()
             return
-        yield from _streamed(frame, chunk_rows)
+        # Other queries stream; polars decodes ahead of this reader, so their peak memory
+        # grows with the input (benchmarks/README.md).
+        yield from frame.collect_batches(chunk_size=chunk_rows)
         return
     for offset in range(0, frame.height, chunk_rows):
         yield frame.slice(offset, chunk_rows)
 
 
-_DONE = object()
 _NOT_ROW_WISE = ("SORT", "JOIN", "GROUP", "UNIQUE", "SLICE[", "UNION", "HCONCAT", "EXPLODE", "UNPIVOT")
 
 
@@ -165,62 +166,13 @@ def _sliceable(lf: pl.LazyFrame, chunk_rows: int) -> bool:
 
     Then batches are pulled on demand and memory stays bounded by a batch (measured: 6M
     rows read in 0.8 s with a 160 MB peak); a filter or a CSV scan would make every slice
-    rescan from the start, so those stream instead.
+    rescan from the start, so those stream with ``collect_batches`` instead.
     """
     plan = lf.slice(0, chunk_rows).explain()
     scans = plan.count(" SCAN ")
     return (scans == 1 and ("Parquet SCAN" in plan or "Ipc SCAN" in plan) and "SLICE: Positive" in plan
             and "SELECTION" not in plan and not any(w in plan for w in _NOT_ROW_WISE))
 
-
-def _streamed(lf: pl.LazyFrame, chunk_rows: int) -> Iterator[pl.DataFrame]:
-    """Batches of a lazy query, handed over through a two-batch queue.
-
-    ``sink_batches`` calls back inside the engine; blocking that callback on a small queue
-    holds the sink back while the encoder catches up. It is not a full bound: the engine
-    still decodes ahead of the sink, so peak memory grows with the file (measured with
-    benchmarks/bench_memory.py: 0.4 GB at 1M rows, 1.6 GB at 10M; ``collect_batches``
-    gave 0.5 and 1.8 GB). A pull-based reader is the next step.
-    """
-    import queue
-    import threading
-
-    q: queue.Queue[object] = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def put(item: object) -> None:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def on_batch(df: pl.DataFrame) -> bool:
-        put(df)
-        return stop.is_set()
-
-    def drive() -> None:
-        try:
-            lf.sink_batches(on_batch, chunk_size=chunk_rows)
-            put(_DONE)
-        except BaseException as e:  # handed to the reader, raised there
-            put(e)
-
-    worker = threading.Thread(target=drive, name="crmframes-scan", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            assert isinstance(item, pl.DataFrame)
-            yield item
-    finally:
-        stop.set()  # the reader is gone (done, failed or closed early): let the engine finish
-        worker.join(timeout=30)
 
 
 def _duplicates(frame: Frame, binding: Binding) -> pl.DataFrame | None:

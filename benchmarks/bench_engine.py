@@ -29,11 +29,12 @@ import httpx
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import crmframes as cf  # noqa: E402
-from bench_encode import make_frame  # noqa: E402
-from crmframes import _engine, _loop  # noqa: E402
-from crmframes import _events as ev  # noqa: E402
-from crmframes._flow import Request  # noqa: E402
+from bench_encode import make_frame
+
+import crmframes as cf
+from crmframes import _engine, _loop
+from crmframes import _events as ev
+from crmframes._flow import Request
 
 
 class Clock:
@@ -81,10 +82,7 @@ def slot_use(name: str, slots: int, partitions: int, duration: float, time_scale
     frame = make_frame(partitions * 200)
     with served(job_duration=duration, time_scale=time_scale) as url:
         dd = cf.Dotdigital("bench@apiconnector.com", "pw", base_url=url)
-        if name == "insight":
-            t = dd.insight_data("bench", scope="account", type="custom", key="key")
-        else:
-            t = dd.contacts(1)
+        t = dd.insight_data("bench", scope="account", type="custom", key="key") if name == "insight" else dd.contacts(1)
         # [I] neither target limits records; 200 per request gives exactly `partitions` imports
         t = t.with_limits(max_records=200)
         clock = Clock()

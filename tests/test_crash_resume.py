@@ -119,7 +119,7 @@ def test_sigkill_then_resume_writes_every_accepted_row_exactly_once(kind, point,
             doubtful = job.status().filter(pl.col("state") == "in_doubt")
             assert doubtful.height == 1 and job.counts()["in_doubt"] == doubtful["rows"].item()
             job = job.resend()  # ... until the user, having checked, asks for it
-        state = sb.state()
+        state = sb.state(settled=True)
     report = job.report()
     assert job.done and report.height == frame.height and sum(job.counts().values()) == frame.height
     accepted = report.filter(pl.col("outcome") == "accepted")["row"]

@@ -77,7 +77,7 @@ def run_case(case: Case, **knobs: Any) -> tuple[cf.Job, dict[str, Any], pl.DataF
     frame = case.frame()
     with cf.sandbox(contacts=KNOWN, seed=7, **{**FAST, **knobs}) as sb:
         job = frame.crm.submit(case.target(sb))
-        return job, sb.state(), frame
+        return job, sb.state(settled=True), frame
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

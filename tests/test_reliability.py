@@ -20,7 +20,7 @@ def _run(case: Case, **knobs: object) -> tuple[cf.Job, dict, pl.DataFrame]:
     frame = case.frame()
     with cf.sandbox(contacts=KNOWN, seed=11, job_duration=0.15, time_scale=0.001, **knobs) as sb:
         job = frame.crm.submit(case.target(sb), retry=PATIENT)
-        return job, sb.state(), frame
+        return job, sb.state(settled=True), frame
 
 
 def _stored(case: Case, state: dict) -> dict[str, int]:

@@ -385,6 +385,21 @@ def test_p_drop_processes_the_call_then_loses_the_answer(sb):
     assert wait_until(lambda: sb.state()["dotdigital"]["collections"].get("lost") == {"a": 1})
 
 
+def test_a_settled_state_waits_for_imports_nobody_polls(sb):
+    # an import whose answer was lost is never polled, yet it lands: settled reads wait for it
+    sb.config(job_duration=0.3)
+    with client(sb, auth=DD) as c:
+        body = [{"key": "a", "contactIdentifier": "account", "json": "{}"}]
+        assert c.post("/v2/contacts/transactional-data/import/late", json=body).status_code in (200, 202)
+    assert sb.state()["dotdigital"]["collections"].get("late") is None
+    assert sb.state(settled=True)["dotdigital"]["collections"]["late"] == {"a": 1}
+    sb.config(job_duration=60)
+    with client(sb, auth=DD) as c:
+        c.post("/v2/contacts/transactional-data/import/later", json=body)
+    with pytest.raises(TimeoutError, match="still running"):
+        sb.state(settled=True, timeout=0.1)
+
+
 def test_p_job_fail_ends_the_job_failed_and_stores_nothing(sb):
     sb.config(p_job_fail=1.0)
     with client(sb, auth=DD) as c:

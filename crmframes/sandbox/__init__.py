@@ -50,8 +50,18 @@ class ServedSandbox:
     def __repr__(self) -> str:
         return f"<crmframes sandbox at {self.url}>"
 
-    def state(self) -> dict[str, Any]:
-        return httpx.get(self.url + "/_sandbox/state", timeout=10).json()
+    def state(self, settled: bool = False, timeout: float = 30.0) -> dict[str, Any]:
+        """What the account holds. ``settled=True`` first waits for every running import
+        to finish: an import whose answer was lost is never polled by the client, yet
+        it still lands at the vendor, a little later."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = httpx.get(self.url + "/_sandbox/state", timeout=10)
+            if not settled or r.headers.get("x-sandbox-running-jobs", "0") == "0":
+                return r.json()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sandbox imports still running after {timeout} s")
+            time.sleep(0.02)
 
     def config(self, **knobs: Any) -> dict[str, Any]:
         r = httpx.post(self.url + "/_sandbox/config", json=knobs, timeout=10)

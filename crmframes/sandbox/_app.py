@@ -385,9 +385,12 @@ class Sandbox:
     # --- sandbox control ---
 
     async def get_state(self, request: Request) -> Response:
-        self.now()
+        now = self.now()
         with self.state.lock:
-            return JSONResponse(json.loads(json.dumps(self.state.store)))
+            running = sum(1 for j in self.state.jobs.values() if not j.done(now))
+            body = JSONResponse(json.loads(json.dumps(self.state.store)))
+        body.headers["X-Sandbox-Running-Jobs"] = str(running)  # lets a reader wait for a settled account
+        return body
 
     async def config(self, request: Request) -> Response:
         if request.method == "POST":

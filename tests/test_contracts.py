@@ -102,3 +102,17 @@ def test_multipart_contacts_body_is_one_file_part_with_filename(conns):
     assert p.content_type == f"multipart/form-data; boundary={t.boundary}"
     assert _contacts_csv(t, p.body) == 'Email,Note\r\na@example.com,"say ""hi"", then\nleave"\r\n'
     assert p.body.count(t.boundary.encode()) == 2
+
+
+def test_records_without_data_columns_send_an_empty_json_object(conns):
+    dd = conns[0]
+    frame = pl.DataFrame({"order_id": ["o1", "o2"], "email": ["a@example.com", "b@example.com"]})
+    v2 = _validator("dotdigital-v2-api-swagger.json", {"type": "array", "items": _ref("ApiTransactionalData")})
+    v3 = _validator("dotdigital-insight-data-service.json", _ref("v3_import_body"), _insight_components())
+    (td,) = frame.crm.payloads(dd.transactional_data("orders", key="order_id", contact="email"))
+    v2.validate(doc := json.loads(td.body))
+    assert [r["json"] for r in doc] == ["{}", "{}"]
+    for scope, kw in (("contact", {"contact": "email"}), ("account", {"fields": []})):
+        (ins,) = frame.crm.payloads(dd.insight_data("orders-2026", scope=scope, type="orders", key="order_id", **kw))
+        v3.validate(doc := json.loads(ins.body))
+        assert [r["json"] for r in doc["records"]] == [{}, {}]

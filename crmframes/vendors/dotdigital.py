@@ -24,9 +24,8 @@ from crmframes._encode import (
     csv_cell,
     csv_header,
     csv_row,
-    json_key,
+    json_fields,
     json_object,
-    json_string,
     strip_nulls,
 )
 from crmframes._errors import ConfigError, one_of
@@ -314,11 +313,11 @@ class DotdigitalTransactionalData(_V2Import):
     def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema,
                 nulls: frozenset[str]) -> pl.Expr:
         inner = strip_nulls(json_object([(c, pl.col(c), schema[c]) for c in data], ISO), data, schema, nulls)
-        ident = pl.lit('"account"') if contact is None else json_string(pl.col(contact))
-        return pl.concat_str([
-            pl.lit('{"key":'), json_string(pl.col(key)), pl.lit(',"contactIdentifier":'), ident,
-            pl.lit(',"json":'), json_string(inner), pl.lit("},"),
-        ])
+        ident = pl.lit("account") if contact is None else pl.col(contact).cast(pl.String)
+        # one encode of the record quotes the inner JSON as a string: no second pass to join
+        record = pl.struct(pl.col(key).cast(pl.String).alias("key"), ident.alias("contactIdentifier"),
+                           inner.alias("json"))
+        return record.struct.json_encode() + pl.lit(",")
 
 
 # --- Insight data (v3, JSON envelope) -----------------------------------------------
@@ -380,13 +379,16 @@ class DotdigitalInsightData(Target):
 
     def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema,
                 nulls: frozenset[str]) -> pl.Expr:
-        inner = strip_nulls(json_object([(c, pl.col(c), schema[c]) for c in data], ISO), data, schema, nulls)
-        parts = [pl.lit('{"key":'), json_string(pl.col(key))]
+        record = [pl.col(key).cast(pl.String).alias("key")]
         if contact is not None:
-            parts += [pl.lit(',"contactIdentity":{"identifier":' + json_key(self.identity) + ',"value":'),
-                      json_string(pl.col(contact)), pl.lit("}")]
-        parts += [pl.lit(',"json":'), inner, pl.lit("},")]
-        return pl.concat_str(parts)
+            record.append(pl.struct(pl.lit(self.identity).alias("identifier"),
+                                    pl.col(contact).cast(pl.String).alias("value")).alias("contactIdentity"))
+        fields = json_fields([(c, pl.col(c), schema[c]) for c in data], ISO)
+        if fields is None:  # no data columns: polars has no empty struct, so append the empty object
+            return pl.struct(record).struct.json_encode().str.strip_suffix("}") + pl.lit(',"json":{}},')
+        record.append(fields.alias("json"))
+        # the record in one encode; only data members can be null (key and contact are checked)
+        return strip_nulls(pl.struct(record).struct.json_encode(), data, schema, nulls) + pl.lit(",")
 
 
 def _bind_records(target: Target, schema: pl.Schema, key_arg: str, scope: str, identity: str,

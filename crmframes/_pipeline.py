@@ -271,45 +271,88 @@ def _row_problems(batch: pl.DataFrame, binding: Binding, rows: np.ndarray,
     return (pl.concat(frames) if frames else pl.DataFrame(schema=PROBLEM_SCHEMA)), ~bad
 
 
-def _selected(frame: Frame, binding: Binding, chunk_rows: int,
-              with_keys: bool) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
-    """Each non-empty batch with its one ``select``: the checks, every row's encoding and
-    its echoed key, in input order.
+@dataclass
+class _Encoded:
+    """One batch after its checks and encoding: the valid rows and their exact bytes."""
 
-    One select per batch computes the three together; invalid rows are dropped by the
-    caller. A single ``json_encode`` runs on one core, so batches are encoded on a small
-    thread pool (polars releases the GIL), a few batches ahead of the caller: both cores
-    work, as in ``write_ndjson``, and memory stays bounded by the batches in flight. The
-    null set is the batch's, so a key null only in invalid rows costs a spare strip pass.
+    height: int  # input rows in the batch
+    rows: np.ndarray  # input row numbers of the valid rows
+    problems: pl.DataFrame
+    keys: pl.Series | None
+    lengths: np.ndarray  # bytes per valid row
+    offs: np.ndarray | None = None  # with bodies: row i is data[offs[i]:offs[i + 1]]
+    data: memoryview | None = None
+
+
+def _buffers(encoded: pl.Series) -> tuple[np.ndarray, memoryview]:
+    """The encoded rows' offsets and bytes, one contiguous Arrow buffer (no per-row objects)."""
+    import numpy as np
+    import pyarrow as pa
+
+    arr = encoded.to_arrow(compat_level=pl.CompatLevel.oldest())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    _, offs_buf, data_buf = arr.buffers()
+    offs = np.frombuffer(offs_buf, dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]  # type: ignore[arg-type]
+    return offs, memoryview(data_buf)  # type: ignore[arg-type]
+
+
+def _encode_batch(batch: pl.DataFrame, first_row: int, exprs: list[pl.Expr], binding: Binding,
+                  dups: pl.DataFrame | None, with_keys: bool, bodies: bool) -> _Encoded:
+    """Everything a batch needs before it is cut into requests; runs on an encode thread.
+
+    One select computes the checks, every row's encoding and its echoed key together;
+    the invalid rows are dropped after.
+    """
+    import numpy as np
+
+    rows = np.arange(first_row, first_row + batch.height, dtype=np.int64)
+    out = batch.select(exprs)
+    problems, ok = _row_problems(batch, binding, rows, dups, out)
+    keep = pl.Series(ok)
+    encoded = out.get_column("_r").filter(keep)
+    keys = out.get_column("_k").filter(keep) if with_keys else None
+    lengths = encoded.str.len_bytes().to_numpy().astype(np.int64)
+    done = _Encoded(batch.height, rows[ok], problems, keys, lengths)
+    if bodies and len(encoded):
+        done.offs, done.data = _buffers(encoded)  # the Series goes: only the buffer is kept
+    return done
+
+
+def _encoded(frame: Frame, binding: Binding, chunk_rows: int, dups: pl.DataFrame | None,
+             with_keys: bool, bodies: bool) -> Iterator[_Encoded]:
+    """Every non-empty batch, checked and encoded, in input order.
+
+    A single ``json_encode`` runs on one core, so batches are encoded on a small thread
+    pool (polars releases the GIL), a few ahead of the caller: both cores work, as in
+    ``write_ndjson``, and memory stays bounded by the batches in flight. The null set is
+    the batch's, so a key null only in invalid rows costs a spare strip pass.
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
     assert binding.encode is not None
     exprs: dict[frozenset[str], list[pl.Expr]] = {}
-
-    def nulls_of(batch: pl.DataFrame) -> frozenset[str]:
-        return frozenset(c for c, k in zip(batch.columns, batch.null_count().row(0), strict=True) if k)
-
     workers = max(1, min(ENCODE_THREADS, pl.thread_pool_size()))
-    pending: deque[tuple[pl.DataFrame, Future[pl.DataFrame]]] = deque()
+    pending: deque[Future[_Encoded]] = deque()
+    offset = 0
     with ThreadPoolExecutor(workers, thread_name_prefix="crmframes-encode") as pool:
         try:
             for batch in _batches(frame, chunk_rows):
                 if batch.height == 0:
                     continue
-                nulls = nulls_of(batch)
+                nulls = frozenset(c for c, k in zip(batch.columns, batch.null_count().row(0), strict=True) if k)
                 if nulls not in exprs:  # built here, on one thread
                     exprs[nulls] = [*_check_exprs(binding), binding.encode(nulls).alias("_r"),
                                     *([binding.report_key.alias("_k")] if with_keys else [])]  # type: ignore[union-attr]
-                pending.append((batch, pool.submit(batch.select, exprs[nulls])))
+                pending.append(pool.submit(_encode_batch, batch, offset, exprs[nulls], binding, dups,
+                                           with_keys, bodies))
+                offset += batch.height
                 if len(pending) > workers:
-                    b, f = pending.popleft()
-                    yield b, f.result()
+                    yield pending.popleft().result()
             while pending:
-                b, f = pending.popleft()
-                yield b, f.result()
+                yield pending.popleft().result()
         finally:  # the caller stopped early: drop what is queued
-            for _, f in pending:
+            for f in pending:
                 f.cancel()
 
 
@@ -317,10 +360,8 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
         stats: _Pass | None = None) -> Iterator[_Closed]:
     """Yield each closed partition in order; problems and counts go to ``stats``."""
     import numpy as np
-    import pyarrow as pa
 
     require_usable(binding)
-    assert binding.encode is not None
     stats = stats if stats is not None else _Pass()
     lim = binding.target.limits
     framing = binding.framing
@@ -332,18 +373,9 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
     open_keys: list[pl.Series] = []
     with_keys = bodies and binding.report_key is not None
     open_bytes = 0
-    offset = 0
-    for batch, out in _selected(frame, binding, chunk_rows, with_keys):
-        n = batch.height
-        rows = np.arange(offset, offset + n, dtype=np.int64)
-        offset += n
-        stats.input_rows += n
-        problems, ok = _row_problems(batch, binding, rows, dups, out)
-        keep = pl.Series(ok)
-        encoded = out.get_column("_r").filter(keep)
-        keys = out.get_column("_k").filter(keep) if with_keys else None
-        lengths = encoded.str.len_bytes().to_numpy().astype(np.int64)
-        rows = rows[ok]
+    for b in _encoded(frame, binding, chunk_rows, dups, with_keys, bodies):
+        stats.input_rows += b.height
+        problems, rows, lengths, keys = b.problems, b.rows, b.lengths, b.keys
         fits = part.fits_alone(lengths)
         if not fits.all():
             big = ~fits
@@ -351,28 +383,25 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
             problems = pl.concat([problems, pl.DataFrame({
                 "row": rows[big], "column": [None] * int(big.sum()),
                 "code": ["row_too_large"] * int(big.sum()),
-                "problem": [f"this row alone encodes to {framing.body_size(int(b)):,} bytes with "
+                "problem": [f"this row alone encodes to {framing.body_size(int(n)):,} bytes with "
                             f"the request envelope; the limit is {limit:,} bytes per request. "
-                            "Shorten or split its values." for b in lengths[big]],
+                            "Shorten or split its values." for n in lengths[big]],
             }, schema=PROBLEM_SCHEMA)])
-            encoded = encoded.filter(pl.Series(fits))
             keys = keys.filter(pl.Series(fits)) if keys is not None else None
-            lengths = lengths[fits]
-            rows = rows[fits]
+            if b.offs is not None and b.data is not None:  # rebuild the buffer without those rows
+                o, d = b.offs, b.data
+                b.data = memoryview(b"".join(d[o[i]:o[i + 1]] for i in np.flatnonzero(fits)))
+                b.offs = np.concatenate([[0], np.cumsum(lengths[fits])]).astype(np.int64)
+            lengths, rows = lengths[fits], rows[fits]
         if problems.height:
             stats.problems.append(problems)
-        if bodies and len(encoded):
-            arr = encoded.to_arrow(compat_level=pl.CompatLevel.oldest())
-            if isinstance(arr, pa.ChunkedArray):
-                arr = arr.combine_chunks()
-            _, offs_buf, data_buf = arr.buffers()
-            offs = np.frombuffer(offs_buf, dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
-            data = memoryview(data_buf)  # type: ignore[arg-type]
+        offs, data = b.offs, b.data
         for cut in part.feed(lengths):
             if cut.stop > cut.start:
                 open_rows.append(rows[cut.start:cut.stop])
                 open_bytes += int(lengths[cut.start:cut.stop].sum())
                 if bodies:
+                    assert offs is not None and data is not None
                     open_pieces.append(data[int(offs[cut.start]):int(offs[cut.stop])])
                 if keys is not None:
                     open_keys.append(keys.slice(cut.start, cut.stop - cut.start))

@@ -177,23 +177,34 @@ def _sliceable(lf: pl.LazyFrame, chunk_rows: int) -> bool:
 
 
 
+DUP_BUCKET_KEYS = 1_000_000  # keys hashed per duplicate-check pass: bounds its memory (see _duplicates)
+
+
 def _duplicates(frame: Frame, binding: Binding) -> pl.DataFrame | None:
     """Keys that occur more than once, with the row of their first occurrence.
 
-    Grouping 64-bit hashes instead of the strings keeps the pass small (1M keys: 96 → 75
-    MB measured); only the few hashes seen twice are then grouped by their real keys, so
-    a hash collision never flags a row.
+    The check groups 64-bit hashes, not the strings (1M keys: 96 → 75 MB measured), in
+    passes over slices of the hash space of about ``DUP_BUCKET_KEYS`` keys each, so its
+    memory does not grow with the input: a 10M-row file takes ten passes over its key
+    column. Only the few hashes seen twice are then grouped by their real keys, so a
+    hash collision never flags a row.
     """
     u = binding.unique
     if u is None:
         return None
     lf = frame.lazy() if isinstance(frame, pl.DataFrame) else frame
+    rows = frame.height if isinstance(frame, pl.DataFrame) else lf.select(pl.len()).collect(engine="streaming").item()
+    buckets = max(1, math.ceil(rows / DUP_BUCKET_KEYS))
     hashed = pl.when(u.key.is_not_null()).then(u.key.hash(seed=0x5EED)).alias("_h")
-    twice = (
-        lf.select(hashed).filter(pl.col("_h").is_not_null())
-        .group_by("_h").agg(pl.len().alias("_n")).filter(pl.col("_n") > 1)
-        .select("_h").collect(engine="streaming").get_column("_h")
-    )
+    seen_twice = []
+    for bucket in range(buckets):
+        in_bucket = pl.col("_h").is_not_null() & ((pl.col("_h") % buckets) == bucket if buckets > 1 else True)
+        seen_twice.append(
+            lf.select(hashed).filter(in_bucket)
+            .group_by("_h").agg(pl.len().alias("_n")).filter(pl.col("_n") > 1)
+            .select("_h").collect(engine="streaming").get_column("_h")
+        )
+    twice = pl.concat(seen_twice)
     if twice.is_empty():
         return None
     return (

@@ -155,3 +155,20 @@ def test_validate_reports_row_problems_even_when_a_column_is_missing(conns):
 def test_accessor_rejects_something_that_is_not_a_target():
     with pytest.raises(TypeError, match="expected a crmframes target"):
         pl.DataFrame({"a": [1]}).crm.plan("dotdigital.contacts")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bucket_keys", [1_000_000, 7])  # one pass, and many passes over hash slices
+@pytest.mark.parametrize("lazy", [False, True])
+def test_duplicate_keys_are_flagged_after_their_first_row_whatever_the_pass_count(conns, monkeypatch, bucket_keys, lazy):
+    from crmframes import _pipeline
+
+    monkeypatch.setattr(_pipeline, "DUP_BUCKET_KEYS", bucket_keys)
+    dd = conns[0]
+    keys = [f"k{i % 40}" for i in range(100)] + [None, None] + [f"u{i}" for i in range(30)]
+    df = pl.DataFrame({"order_id": keys, "email": [f"e{i}@example.com" for i in range(len(keys))]})
+    problems = (df.lazy() if lazy else df).crm.validate(dd.insight_data("orders", scope="contact", type="orders",
+                                                                        key="order_id", contact="email"))
+    dup = problems.filter(pl.col("code") == "duplicate_key")
+    assert dup["row"].to_list() == list(range(40, 100))  # every repeat, never the first occurrence
+    assert all(f"row {r % 40} has the same value" in text for r, text in zip(dup["row"], dup["problem"], strict=True))
+    assert set(problems.filter(pl.col("row").is_in([100, 101]))["code"]) == {"missing_value"}

@@ -158,14 +158,6 @@ def strip_keys(encoded: pl.Expr, keys: Iterable[str], openers: Iterable[str]) ->
     return out
 
 
-def json_string(expr: pl.Expr) -> pl.Expr:
-    """Encode a String expression as a JSON string literal (quotes and escapes included)."""
-    name = "_s"
-    encoded = pl.struct(expr.cast(pl.String).alias(name)).struct.json_encode()
-    # '{"_s":' is 6 bytes; the closing '}' is 1 byte.
-    return encoded.str.slice(6).str.strip_suffix("}")
-
-
 # --- CSV -------------------------------------------------------------------------
 
 CSV_NEWLINE = "\r\n"  # RFC 4180 line ends; quoted fields may hold bare \n

@@ -40,9 +40,9 @@ class Partitioner:
     open_rows: int = 0
 
     def fits_alone(self, lengths: np.ndarray) -> np.ndarray:
+        """Mask of rows small enough to form a request on their own (reads no cut state)."""
         import numpy as np  # imported on first use: numpy adds ~70 ms to `import crmframes`
 
-        """Mask of rows small enough to form a request on their own."""
         if self.row_budget is None:
             return np.ones(len(lengths), dtype=bool)
         return lengths <= self.row_budget

@@ -13,7 +13,7 @@ import hashlib
 import html
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -176,7 +176,6 @@ def _sliceable(lf: pl.LazyFrame, chunk_rows: int) -> bool:
             and "SELECTION" not in plan and not any(w in plan for w in _NOT_ROW_WISE))
 
 
-
 DUP_BUCKET_KEYS = 1_000_000  # keys hashed per duplicate-check pass: bounds its memory (see _duplicates)
 
 
@@ -198,9 +197,8 @@ def _duplicates(frame: Frame, binding: Binding) -> pl.DataFrame | None:
     hashed = pl.when(u.key.is_not_null()).then(u.key.hash(seed=0x5EED)).alias("_h")
     seen_twice = []
     for bucket in range(buckets):
-        in_bucket = pl.col("_h").is_not_null() & ((pl.col("_h") % buckets) == bucket if buckets > 1 else True)
         seen_twice.append(
-            lf.select(hashed).filter(in_bucket)
+            lf.select(hashed).filter(pl.col("_h").is_not_null() & (pl.col("_h") % buckets == bucket))
             .group_by("_h").agg(pl.len().alias("_n")).filter(pl.col("_n") > 1)
             .select("_h").collect(engine="streaming").get_column("_h")
         )
@@ -308,30 +306,45 @@ def _buffers(encoded: pl.Series) -> tuple[np.ndarray, memoryview]:
     return offs, memoryview(data_buf)  # type: ignore[arg-type]
 
 
+def _too_large(rows: np.ndarray, lengths: np.ndarray, binding: Binding) -> pl.DataFrame:
+    framing, limit = binding.framing, binding.target.limits.max_bytes
+    return pl.DataFrame({
+        "row": rows, "column": [None] * len(rows), "code": ["row_too_large"] * len(rows),
+        "problem": [f"this row alone encodes to {framing.body_size(int(n)):,} bytes with "
+                    f"the request envelope; the limit is {limit:,} bytes per request. "
+                    "Shorten or split its values." for n in lengths],
+    }, schema=PROBLEM_SCHEMA)
+
+
 def _encode_batch(batch: pl.DataFrame, first_row: int, exprs: list[pl.Expr], binding: Binding,
-                  dups: pl.DataFrame | None, with_keys: bool, bodies: bool) -> _Encoded:
+                  dups: pl.DataFrame | None, fits_alone: Callable[[np.ndarray], np.ndarray],
+                  with_keys: bool, bodies: bool) -> _Encoded:
     """Everything a batch needs before it is cut into requests; runs on an encode thread.
 
     One select computes the checks, every row's encoding and its echoed key together;
-    the invalid rows are dropped after.
+    rows that fail a check, or that could not fit a request even alone, are dropped after.
     """
     import numpy as np
 
     rows = np.arange(first_row, first_row + batch.height, dtype=np.int64)
     out = batch.select(exprs)
     problems, ok = _row_problems(batch, binding, rows, dups, out)
+    lengths = out.get_column("_r").str.len_bytes().to_numpy().astype(np.int64)
+    big = ok & ~fits_alone(lengths)
+    if big.any():
+        problems = pl.concat([problems, _too_large(rows[big], lengths[big], binding)])
+        ok &= ~big
     keep = pl.Series(ok)
     encoded = out.get_column("_r").filter(keep)
     keys = out.get_column("_k").filter(keep) if with_keys else None
-    lengths = encoded.str.len_bytes().to_numpy().astype(np.int64)
-    done = _Encoded(batch.height, rows[ok], problems, keys, lengths)
+    done = _Encoded(batch.height, rows[ok], problems, keys, lengths[ok])
     if bodies and len(encoded):
         done.offs, done.data = _buffers(encoded)  # the Series goes: only the buffer is kept
     return done
 
 
 def _encoded(frame: Frame, binding: Binding, chunk_rows: int, dups: pl.DataFrame | None,
-             with_keys: bool, bodies: bool) -> Iterator[_Encoded]:
+             fits_alone: Callable[[np.ndarray], np.ndarray], with_keys: bool, bodies: bool) -> Iterator[_Encoded]:
     """Every non-empty batch, checked and encoded, in input order.
 
     A single ``json_encode`` runs on one core, so batches are encoded on a small thread
@@ -356,7 +369,7 @@ def _encoded(frame: Frame, binding: Binding, chunk_rows: int, dups: pl.DataFrame
                     exprs[nulls] = [*_check_exprs(binding), binding.encode(nulls).alias("_r"),
                                     *([binding.report_key.alias("_k")] if with_keys else [])]  # type: ignore[union-attr]
                 pending.append(pool.submit(_encode_batch, batch, offset, exprs[nulls], binding, dups,
-                                           with_keys, bodies))
+                                           fits_alone, with_keys, bodies))
                 offset += batch.height
                 if len(pending) > workers:
                     yield pending.popleft().result()
@@ -384,29 +397,11 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
     open_keys: list[pl.Series] = []
     with_keys = bodies and binding.report_key is not None
     open_bytes = 0
-    for b in _encoded(frame, binding, chunk_rows, dups, with_keys, bodies):
+    for b in _encoded(frame, binding, chunk_rows, dups, part.fits_alone, with_keys, bodies):
         stats.input_rows += b.height
-        problems, rows, lengths, keys = b.problems, b.rows, b.lengths, b.keys
-        fits = part.fits_alone(lengths)
-        if not fits.all():
-            big = ~fits
-            limit = lim.max_bytes
-            problems = pl.concat([problems, pl.DataFrame({
-                "row": rows[big], "column": [None] * int(big.sum()),
-                "code": ["row_too_large"] * int(big.sum()),
-                "problem": [f"this row alone encodes to {framing.body_size(int(n)):,} bytes with "
-                            f"the request envelope; the limit is {limit:,} bytes per request. "
-                            "Shorten or split its values." for n in lengths[big]],
-            }, schema=PROBLEM_SCHEMA)])
-            keys = keys.filter(pl.Series(fits)) if keys is not None else None
-            if b.offs is not None and b.data is not None:  # rebuild the buffer without those rows
-                o, d = b.offs, b.data
-                b.data = memoryview(b"".join(d[o[i]:o[i + 1]] for i in np.flatnonzero(fits)))
-                b.offs = np.concatenate([[0], np.cumsum(lengths[fits])]).astype(np.int64)
-            lengths, rows = lengths[fits], rows[fits]
-        if problems.height:
-            stats.problems.append(problems)
-        offs, data = b.offs, b.data
+        if b.problems.height:
+            stats.problems.append(b.problems)
+        rows, lengths, keys, offs, data = b.rows, b.lengths, b.keys, b.offs, b.data
         for cut in part.feed(lengths):
             if cut.stop > cut.start:
                 open_rows.append(rows[cut.start:cut.stop])

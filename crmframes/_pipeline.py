@@ -510,9 +510,12 @@ def survey(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Sur
     parts, hashes, lineage = [], [], []
     framing = binding.framing
     for i, closed in enumerate(run(frame, binding, bodies=True, chunk_rows=chunk_rows, stats=stats)):
-        body = framing.body(closed.pieces)
-        parts.append((i, len(closed.rows), len(body), int(closed.rows[0]), int(closed.rows[-1]), closed.closed_by))
-        hashes.append(body_hash(body))
+        digest, size = hashlib.sha256(), 0
+        for chunk in framing.chunks(closed.pieces):  # hashed in place: the body is never joined here
+            digest.update(chunk)
+            size += len(chunk)
+        parts.append((i, len(closed.rows), size, int(closed.rows[0]), int(closed.rows[-1]), closed.closed_by))
+        hashes.append(digest.hexdigest())
         keys = pl.concat(closed.keys).cast(pl.String) if closed.keys else pl.repeat(None, len(closed.rows), dtype=pl.String, eager=True)
         lineage.append(pl.DataFrame({"partition": pl.repeat(i, len(closed.rows), dtype=pl.Int64, eager=True),
                                      "row": closed.rows, "key": keys}, schema=LINEAGE_SCHEMA))

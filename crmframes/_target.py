@@ -98,13 +98,16 @@ class Framing:
             content = 4 * math.ceil(content / 3)
         return len(self.prefix) + content + len(self.suffix)
 
-    def body(self, pieces: Sequence[bytes | memoryview]) -> bytes:
+    def chunks(self, pieces: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
+        """The body as consecutive buffers, without joining them (a hash can read them in turn)."""
         if self.trim and pieces:  # drop the last row's separator without copying
             pieces = [*pieces[:-1], memoryview(pieces[-1])[: -self.trim]]
-        if not self.base64:  # one copy of the rows, straight into the body
-            return b"".join([self.prefix, self.head, *pieces, self.suffix])
-        content = base64.b64encode(b"".join([self.head, *pieces]))
-        return b"".join((self.prefix, content, self.suffix))
+        if not self.base64:
+            return [self.prefix, self.head, *pieces, self.suffix]
+        return [self.prefix, base64.b64encode(b"".join([self.head, *pieces])), self.suffix]
+
+    def body(self, pieces: Sequence[bytes | memoryview]) -> bytes:
+        return b"".join(self.chunks(pieces))  # one copy of the rows, straight into the body
 
 
 @dataclass(frozen=True)

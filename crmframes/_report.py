@@ -30,8 +30,6 @@ from crmframes._flow import Fault
 FAULT_SCHEMA = {"row": pl.Int64, "reason": pl.String, "detail": pl.String}
 OUTCOMES = ("accepted", "rejected", "invalid", "not_sent", "in_doubt", "pending")
 Outcome = pl.Enum(OUTCOMES)
-REPORT_SCHEMA = {"row": pl.Int64, "partition": pl.Int64, "import_id": pl.String, "outcome": Outcome,
-                 "reason": pl.String, "detail": pl.String}
 
 
 def map_faults(faults: Sequence[Fault], rows: pl.Series, keys: pl.Series | None) -> tuple[pl.DataFrame, int]:

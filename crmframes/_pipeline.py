@@ -24,6 +24,8 @@ from crmframes._partition import CLOSED_BY_END, Partitioner
 from crmframes._target import Binding, Target
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import numpy as np
 
 Frame = pl.DataFrame | pl.LazyFrame
@@ -370,7 +372,7 @@ def _too_large(rows: np.ndarray, lengths: np.ndarray, binding: Binding) -> pl.Da
 
 
 def _encode_batch(batch: pl.DataFrame, first_row: int, exprs: list[pl.Expr], binding: Binding,
-                  dups: pl.DataFrame | None, fits_alone: Callable[[np.ndarray], np.ndarray],
+                  dups: Future[pl.DataFrame | None], fits_alone: Callable[[np.ndarray], np.ndarray],
                   with_keys: bool, bodies: bool) -> _Encoded:
     """Everything a batch needs before it is cut into requests; runs on an encode thread.
 
@@ -381,7 +383,7 @@ def _encode_batch(batch: pl.DataFrame, first_row: int, exprs: list[pl.Expr], bin
 
     rows = np.arange(first_row, first_row + batch.height, dtype=np.int64)
     out = batch.select(exprs)
-    problems, ok = _row_problems(batch, binding, rows, dups, out)
+    problems, ok = _row_problems(batch, binding, rows, dups.result(), out)
     lengths = out.get_column("_r").str.len_bytes().to_numpy().astype(np.int64)
     big = ok & ~fits_alone(lengths)
     if big.any():
@@ -394,16 +396,18 @@ def _encode_batch(batch: pl.DataFrame, first_row: int, exprs: list[pl.Expr], bin
     return done
 
 
-def _encoded(frame: Frame, binding: Binding, chunk_rows: int, dups: pl.DataFrame | None,
+def _encoded(frame: Frame, binding: Binding, chunk_rows: int,
              fits_alone: Callable[[np.ndarray], np.ndarray], with_keys: bool, bodies: bool) -> Iterator[_Encoded]:
     """Every non-empty batch, checked and encoded, in input order.
 
     A single ``json_encode`` runs on one core, so batches are encoded on a small thread
     pool (polars releases the GIL), a few ahead of the caller: both cores work, as in
     ``write_ndjson``, and memory stays bounded by the batches in flight. The null set is
-    the batch's, so a key null only in invalid rows costs a spare strip pass.
+    the batch's, so a key null only in invalid rows costs a spare strip pass. The
+    duplicate-key check runs first on the pool, while the first batches encode: only their
+    row problems wait for it.
     """
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
     assert binding.encode is not None
     exprs: dict[frozenset[str], list[pl.Expr]] = {}
@@ -411,6 +415,7 @@ def _encoded(frame: Frame, binding: Binding, chunk_rows: int, dups: pl.DataFrame
     pending: deque[Future[_Encoded]] = deque()
     offset = 0
     with ThreadPoolExecutor(workers, thread_name_prefix="crmframes-encode") as pool:
+        dups = pool.submit(_duplicates, frame, binding)  # first in the queue: no batch waits on a queued task
         try:
             for batch in _batches(frame, chunk_rows):
                 if batch.height == 0:
@@ -442,13 +447,12 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
     framing = binding.framing
     budget = framing.row_budget(lim.max_bytes)
     part = Partitioner(budget, lim.max_records)
-    dups = _duplicates(frame, binding)
     open_rows: list[np.ndarray] = []
     open_pieces: list[memoryview] = []
     open_keys: list[pl.Series] = []
     with_keys = bodies and binding.report_key is not None
     open_bytes = 0
-    for b in _encoded(frame, binding, chunk_rows, dups, part.fits_alone, with_keys, bodies):
+    for b in _encoded(frame, binding, chunk_rows, part.fits_alone, with_keys, bodies):
         stats.input_rows += b.height
         if b.problems.height:
             stats.problems.append(b.problems)

@@ -320,7 +320,8 @@ SHARE_MAX_RUNS = 64  # ... unless it has at most this many runs
 
 
 def _segments(encoded: pl.Series, ok: np.ndarray, total: int) -> tuple[np.ndarray, list[memoryview]]:
-    """The bytes of the rows kept by ``ok``, end to end, as views of polars' own buffers.
+    """The bytes of the rows kept by ``ok`` (at least one), end to end, as views of polars'
+    own buffers.
 
     polars holds strings as Arrow string views: a 16-byte view per row, and the bytes of
     rows over 12 bytes in data buffers, which ``json_encode`` and ``concat_str`` fill in
@@ -346,12 +347,12 @@ def _segments(encoded: pl.Series, ok: np.ndarray, total: int) -> tuple[np.ndarra
         src = np.where(inline, -1, v["buffer"]).astype(np.int64)
         start = np.where(inline, (at + arr.offset) * 16 + 4, v["offset"]).astype(np.int64)
         cont = (src[1:] == src[:-1]) & (start[1:] == start[:-1] + n[:-1]) & ~inline[1:]
-        heads = np.concatenate([[0], np.flatnonzero(~cont) + 1]) if len(n) else np.zeros(0, np.int64)
+        heads = np.concatenate([[0], np.flatnonzero(~cont) + 1])
         if len(heads) <= max(SHARE_MAX_RUNS, len(n) // SHARE_MIN_RUN) and int(n.sum()) == total:
-            sizes = np.add.reduceat(n, heads) if len(n) else n
+            sizes = np.add.reduceat(n, heads)
             segs = [memoryview(bufs[2 + b] if b >= 0 else bufs[1])[a: a + z]  # type: ignore[arg-type]
                     for b, a, z in zip(src[heads].tolist(), start[heads].tolist(), sizes.tolist(), strict=True)]
-            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(n) else np.zeros(0, np.int64)
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
             return starts, segs
     kept = encoded.filter(pl.Series(ok)).to_arrow(compat_level=pl.CompatLevel.oldest())
     if isinstance(kept, pa.ChunkedArray):

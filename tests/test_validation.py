@@ -264,3 +264,24 @@ def test_bodies_are_the_same_whether_encoded_rows_are_shared_or_copied(conns, mo
             frame = frame.drop("key").with_columns(pl.col("note").str.slice(0, 3))  # rows under 13 bytes
         shared, copied = bodies(frame, t, True), bodies(frame, t, False)
         assert shared == copied and len(shared) >= 1, t.name
+
+
+def test_stopping_early_leaves_no_encode_thread_behind(conns):
+    import threading
+
+    dd = conns[0]
+    df = pl.DataFrame({"key": [f"k{i}" for i in range(5000)], "email": [f"u{i}@x.io" for i in range(5000)]})
+    t = dd.insight_data("orders", scope="contact", type="orders", key="key").with_limits(max_records=100)
+    it = cf.payloads(df, t, chunk_rows=50)
+    first = next(it)
+    it.close()  # the caller stops after one request: queued batches are dropped
+    assert first.rows.to_list() == list(range(100))
+    assert not [th for th in threading.enumerate() if th.name.startswith("crmframes-encode")]
+
+
+def test_a_query_that_fails_raises_from_payloads_and_does_not_hang(conns):
+    lf = pl.LazyFrame({"key": ["1", "x"], "email": ["a@x.io", "b@x.io"]}).with_columns(
+        pl.col("key").str.to_integer())  # fails when collected
+    t = conns[0].insight_data("orders", scope="contact", type="orders", key="key")
+    with pytest.raises(pl.exceptions.ComputeError):
+        list(lf.crm.payloads(t))

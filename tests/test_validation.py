@@ -221,8 +221,13 @@ def _email_ok(s: str) -> bool:
             and not any(c.isspace() or c in specials for p in parts for c in p))
 
 
+_part = st.text(alphabet='ab. ,"\r\n\t\u00a0é', min_size=1, max_size=5)
+_addresses = st.one_of(st.text(alphabet="ab.@ \t\"é", max_size=12),  # mostly malformed
+                       st.builds("{}@{}.{}".format, _part, _part, _part))  # shaped like an address
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.text(alphabet="ab.@ \t\"é", max_size=12), min_size=1, max_size=50))
+@given(st.lists(_addresses, min_size=1, max_size=50))
 def test_email_check_matches_the_rule(values):
     from crmframes._checks import email as email_check
 
@@ -285,3 +290,16 @@ def test_a_query_that_fails_raises_from_payloads_and_does_not_hang(conns):
     t = conns[0].insight_data("orders", scope="contact", type="orders", key="key")
     with pytest.raises(pl.exceptions.ComputeError):
         list(lf.crm.payloads(t))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.builds("{}@{}.{}".format, _part, _part, _part), min_size=1, max_size=50))
+def test_an_address_the_email_check_accepts_never_needs_csv_quoting(values):
+    """Dotdigital contacts write the email cell unquoted (see DotdigitalContacts.bind)."""
+    from crmframes._checks import email as email_check
+    from crmframes._encode import csv_quote
+
+    df = pl.DataFrame({"e": values}, schema={"e": pl.String})
+    out = df.select(email_check("e").invalid.alias("bad"), csv_quote(pl.col("e")).alias("q"))
+    for value, bad, quoted in zip(values, out["bad"], out["q"], strict=True):
+        assert bad or quoted == value

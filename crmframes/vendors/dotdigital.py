@@ -231,7 +231,10 @@ class DotdigitalContacts(_V2Import):
         encode = None
         if not problems:
             assert email is not None
-            row = csv_row([csv_cell(pl.col(c), schema[c]) for c in [email, *data]])
+            # a valid address holds no space, quote, comma or line break (chk.email), so its
+            # cell never needs quoting; rows that fail the check are encoded but never sent
+            address = pl.col(email).cast(pl.String).fill_null("")
+            row = csv_row([address, *(csv_cell(pl.col(c), schema[c]) for c in data)])
             encode = lambda nulls: row  # noqa: E731  (CSV writes nulls as empty cells)
         head = csv_header(["Email", *data]).encode()
         key = unique.key if unique is not None else None

@@ -48,9 +48,9 @@ class Partitioner:
         return lengths <= self.row_budget
 
     def feed(self, lengths: np.ndarray) -> list[Cut]:
+        """Cut a batch of row lengths (each must fit alone); state carries to the next."""
         import numpy as np
 
-        """Cut a batch of row lengths (each must fit alone); state carries to the next."""
         n = len(lengths)
         cuts: list[Cut] = []
         if n == 0:

@@ -458,13 +458,13 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
         if b.problems.height:
             stats.problems.append(b.problems)
         rows, lengths, keys = b.rows, b.lengths, b.keys
-        ends = np.cumsum(lengths) if bodies else None  # where each row's bytes end
+        offs = np.concatenate([[0], np.cumsum(lengths)]) if bodies else None  # row i: offs[i]:offs[i + 1]
         for cut in part.feed(lengths):
             if cut.stop > cut.start:
                 open_rows.append(rows[cut.start:cut.stop])
                 open_bytes += int(lengths[cut.start:cut.stop].sum())
-                if ends is not None:
-                    open_pieces += b.span(int(ends[cut.start - 1]) if cut.start else 0, int(ends[cut.stop - 1]))
+                if offs is not None:
+                    open_pieces += b.span(int(offs[cut.start]), int(offs[cut.stop]))
                 if keys is not None:
                     open_keys.append(keys.slice(cut.start, cut.stop - cut.start))
             if cut.closes is not None:
@@ -555,8 +555,12 @@ class Survey:
 LINEAGE_SCHEMA = {"partition": pl.Int64, "row": pl.Int64, "key": pl.String}
 
 
-def body_hash(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
+def body_hash(*chunks: bytes | memoryview) -> str:
+    """SHA-256 of a body, given whole or as the consecutive chunks that make it up."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def survey(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Survey:
@@ -566,12 +570,10 @@ def survey(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Sur
     parts, hashes, lineage = [], [], []
     framing = binding.framing
     for i, closed in enumerate(run(frame, binding, bodies=True, chunk_rows=chunk_rows, stats=stats)):
-        digest, size = hashlib.sha256(), 0
-        for chunk in framing.chunks(closed.pieces):  # hashed in place: the body is never joined here
-            digest.update(chunk)
-            size += len(chunk)
+        chunks = framing.chunks(closed.pieces)  # hashed in place: the body is never joined here
+        size = sum(len(c) for c in chunks)
         parts.append((i, len(closed.rows), size, int(closed.rows[0]), int(closed.rows[-1]), closed.closed_by))
-        hashes.append(digest.hexdigest())
+        hashes.append(body_hash(*chunks))
         keys = pl.concat(closed.keys).cast(pl.String) if closed.keys else pl.repeat(None, len(closed.rows), dtype=pl.String, eager=True)
         lineage.append(pl.DataFrame({"partition": pl.repeat(i, len(closed.rows), dtype=pl.Int64, eager=True),
                                      "row": closed.rows, "key": keys}, schema=LINEAGE_SCHEMA))

@@ -214,7 +214,6 @@ class JobState:
                             for p in sorted(parts, key=lambda p: p.partition)))
 
 
-
 @dataclass(frozen=True)
 class Progress:
     """A job at one moment, for displays (the widget, tqdm, the job's HTML repr)."""

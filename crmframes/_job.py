@@ -348,6 +348,7 @@ class Job:
     def _repr_html_(self) -> str:
         return render.panel(self.state.snapshot(time.time()), self.counts())
 
+
 def submit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | None = None,
            retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (), max_reject_rate: float | None = None,
            progress: bool | str | None = None) -> Job:

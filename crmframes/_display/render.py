@@ -86,14 +86,13 @@ def panel(p: Progress, outcomes: dict[str, int] | None = None) -> str:
         facts.append(("note", p.message))
     rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
                    f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in facts)
-    shown = p.table if len(p.table) <= TABLE_ROWS else p.table[:TABLE_ROWS]
     cells = "".join(
         f"<tr><td>{i}</td><td style='color:{COLOURS.get(st, '#000')}'>{html.escape(st)}</td>"
         f"<td>{html.escape(str(vs or ''))}</td><td>{r:,}</td><td>{rt}</td>"
         f"<td style='font-family:monospace'>{html.escape(str(iid or ''))[:36]}</td></tr>"
-        for i, st, iid, vs, r, rt in shown)
-    more = f"<div>… and {len(p.table) - TABLE_ROWS} more partitions (job.status())</div>" if len(
-        p.table) > TABLE_ROWS else ""
+        for i, st, iid, vs, r, rt in p.table[:TABLE_ROWS])
+    hidden = len(p.table) - TABLE_ROWS
+    more = f"<div>… and {hidden} more partitions (job.status())</div>" if hidden > 0 else ""
     return (
         f"<div class='crmframes-job' style='font-family:sans-serif;font-size:13px'>"
         f"<b>crmframes · {html.escape(headline(p))}</b>"

@@ -4,7 +4,9 @@
 
 Each measurement runs in a fresh subprocess: it builds its input, resets the kernel's
 peak-RSS mark (/proc/self/clear_refs), does the work, and reads the peak (VmHWM).
-- eager: (peak − RSS before) / frame.estimated_size(); goal ≤ 2 (DESIGN §8).
+- eager: (peak − RSS before) / frame.estimated_size(); goal ≤ 2 (DESIGN §8). Judged on a
+  ``for p in payloads`` loop, which holds the previous body while the next is built; the
+  peak when each body is let go first (as the engine does once it is sent) is shown too.
 - streaming: ``lf.crm.plan`` + ``lf.crm.payloads`` over ``pl.scan_parquet``; the peak
   above the baseline must not grow with the file: 10M-row peak ≤ 1.25 × the 1M-row peak
   (and both under 1.5 GB).
@@ -33,7 +35,7 @@ def rss(field):
     for line in open("/proc/self/status"):
         if line.startswith(field):
             return int(line.split()[1]) * 1024
-mode, name, arg = sys.argv[1:4]
+mode, name, arg, consumer = sys.argv[1:5]
 dd, dn = cf.Dotdigital(), cf.Dengage()
 targets = {{
     "dotdigital.contacts": lambda: dd.contacts(1),
@@ -58,15 +60,21 @@ gc.collect()
 base = rss("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")
 plan = source.crm.plan(t)
-out = sum(len(p.body) for p in source.crm.payloads(t))
+out = 0
+if consumer == "loop":
+    out = sum(len(p.body) for p in source.crm.payloads(t))
+else:
+    for p in source.crm.payloads(t):
+        out += len(p.body)
+        del p  # let the body go before the next is built, as the engine does once it is sent
 peak = rss("VmHWM")
 print(json.dumps({{"base": base, "peak": peak, "size": size, "requests": plan.requests, "rows": plan.input_rows,
                   "bytes_out": out}}))
 """
 
 
-def measure(mode: str, name: str, arg: str) -> dict[str, int]:
-    out = subprocess.run([sys.executable, "-c", CHILD.format(here=str(HERE)), mode, name, arg],
+def measure(mode: str, name: str, arg: str, consumer: str = "loop") -> dict[str, int]:
+    out = subprocess.run([sys.executable, "-c", CHILD.format(here=str(HERE)), mode, name, arg, consumer],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -91,14 +99,17 @@ def main() -> int:
     ap.add_argument("--skip-10m", action="store_true", help="stream 1M and 3M rows instead (faster)")
     args = ap.parse_args()
     missed = 0
-    print("eager, 1M rows: (peak − before) / frame.estimated_size(), goal ≤ 2")
+    print("eager, 1M rows: (peak − before) / frame.estimated_size(), goal ≤ 2, for a `for p in payloads` loop;\n"
+          "  last column: the same when each body is let go before the next (as the engine does), for information")
     for name in ("dotdigital.contacts", "dotdigital.insight_data", "dengage.contacts"):
         m = measure("eager", name, "1000000")
         ratio = (m["peak"] - m["base"]) / m["size"]
+        r = measure("eager", name, "1000000", "release")
         ok = ratio <= 2
         missed += not ok
         print(f"  {name:<30}{ratio:>6.2f}× of {m['size'] / 1e6:.0f} MB  {'ok' if ok else 'MISSED'}  "
-              f"(peak {m['peak'] / 1e6:.0f} MB, {m['requests']} requests)")
+              f"(peak {m['peak'] / 1e6:.0f} MB, {m['requests']} requests)   "
+              f"{(r['peak'] - r['base']) / r['size']:.2f}× letting each body go")
     big = 3_000_000 if args.skip_10m else 10_000_000
     print(f"streaming a parquet file: peak above baseline, 1M vs {big // 1_000_000}M rows, goal ≤ 1.25× and < 1.5 GB")
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,7 @@
 
 One pass per batch: run the target's row checks, encode the valid rows into their exact
 bytes, cut them into requests with the carried-over ``Partitioner``, and (for payloads)
-assemble bodies from slices of the encoded Arrow buffer, without re-encoding.
+write each body as its rows arrive, from slices of the encoded buffers, without re-encoding.
 Eager frames are walked in zero-copy slices, lazy frames with ``collect_batches`` so a
 file larger than memory is never collected whole.
 """
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import html
+import io
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 
@@ -227,7 +228,8 @@ class _Closed:
     rows: np.ndarray
     rows_bytes: int
     closed_by: str
-    pieces: list[memoryview] = field(default_factory=list)
+    pieces: list[memoryview]  # bodies="pieces": the rows' bytes, as views of the encoded batches
+    body: io.BytesIO | None  # bodies="bytes": the body so far, rows written in as they arrived
     keys: list[pl.Series] = field(default_factory=list)
 
 
@@ -437,9 +439,17 @@ def _encoded(frame: Frame, binding: Binding, chunk_rows: int,
                 f.cancel()
 
 
-def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK_ROWS,
-        stats: _Pass | None = None) -> Iterator[_Closed]:
-    """Yield each closed partition in order; problems and counts go to ``stats``."""
+def run(frame: Frame, binding: Binding, *, bodies: Literal["pieces", "bytes"] | None,
+        chunk_rows: int = CHUNK_ROWS, stats: _Pass | None = None) -> Iterator[_Closed]:
+    """Yield each closed partition in order; problems and counts go to ``stats``.
+
+    ``bodies``: None sizes the requests only. "pieces" keeps each request's bytes as views
+    of the encoded batches, for a reader that never needs them joined (survey hashes them).
+    "bytes" writes them into the request's body as each batch arrives, so a batch's
+    buffers go at once and the peak holds one body, not a body and the buffers it is
+    copied from (1M rows, 50 MB bodies each let go once read, as the engine does: peak
+    4.9× → 2.7× the frame for contacts, 4.4× → 3.3× for Insight; same CPU as one join).
+    """
     import numpy as np
 
     require_usable(binding)
@@ -450,28 +460,35 @@ def run(frame: Frame, binding: Binding, *, bodies: bool, chunk_rows: int = CHUNK
     part = Partitioner(budget, lim.max_records)
     open_rows: list[np.ndarray] = []
     open_pieces: list[memoryview] = []
+    open_body = framing.start() if bodies == "bytes" else None
     open_keys: list[pl.Series] = []
-    with_keys = bodies and binding.report_key is not None
+    with_keys = bodies is not None and binding.report_key is not None
     open_bytes = 0
-    for b in _encoded(frame, binding, chunk_rows, part.fits_alone, with_keys, bodies):
+    for b in _encoded(frame, binding, chunk_rows, part.fits_alone, with_keys, bodies is not None):
         stats.input_rows += b.height
         if b.problems.height:
             stats.problems.append(b.problems)
         rows, lengths, keys = b.rows, b.lengths, b.keys
-        offs = np.concatenate([[0], np.cumsum(lengths)]) if bodies else None  # row i: offs[i]:offs[i + 1]
+        offs = np.concatenate([[0], np.cumsum(lengths)]) if bodies is not None else None  # row i: offs[i]:offs[i + 1]
         for cut in part.feed(lengths):
             if cut.stop > cut.start:
                 open_rows.append(rows[cut.start:cut.stop])
                 open_bytes += int(lengths[cut.start:cut.stop].sum())
                 if offs is not None:
-                    open_pieces += b.span(int(offs[cut.start]), int(offs[cut.stop]))
+                    views = b.span(int(offs[cut.start]), int(offs[cut.stop]))
+                    if open_body is None:
+                        open_pieces += views
+                    else:
+                        for view in views:
+                            open_body.write(view)
                 if keys is not None:
                     open_keys.append(keys.slice(cut.start, cut.stop - cut.start))
             if cut.closes is not None:
-                yield _Closed(np.concatenate(open_rows), open_bytes, cut.closes, open_pieces, open_keys)
+                yield _Closed(np.concatenate(open_rows), open_bytes, cut.closes, open_pieces, open_body, open_keys)
                 open_rows, open_pieces, open_keys, open_bytes = [], [], [], 0
+                open_body = framing.start() if bodies == "bytes" else None
     if part.finish():
-        yield _Closed(np.concatenate(open_rows), open_bytes, CLOSED_BY_END, open_pieces, open_keys)
+        yield _Closed(np.concatenate(open_rows), open_bytes, CLOSED_BY_END, open_pieces, open_body, open_keys)
 
 
 def collect_problems(stats: _Pass, binding: Binding) -> pl.DataFrame:
@@ -502,7 +519,7 @@ def validate(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> p
             if problems.height:
                 stats.problems.append(problems)
         return collect_problems(stats, binding)
-    for _ in run(frame, binding, bodies=False, chunk_rows=chunk_rows, stats=stats):
+    for _ in run(frame, binding, bodies=None, chunk_rows=chunk_rows, stats=stats):
         pass
     return collect_problems(stats, binding)
 
@@ -511,7 +528,7 @@ def plan(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Plan:
     binding = bind(frame, target)
     stats = _Pass()
     parts = []
-    for i, closed in enumerate(run(frame, binding, bodies=False, chunk_rows=chunk_rows, stats=stats)):
+    for i, closed in enumerate(run(frame, binding, bodies=None, chunk_rows=chunk_rows, stats=stats)):
         parts.append((i, len(closed.rows), binding.framing.body_size(closed.rows_bytes),
                       int(closed.rows[0]), int(closed.rows[-1]), closed.closed_by))
     partitions = pl.DataFrame(parts, schema=PARTITION_SCHEMA, orient="row")
@@ -528,18 +545,23 @@ def payloads(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> I
 
 
 def _payloads(frame: Frame, binding: Binding, chunk_rows: int) -> Iterator[Payload]:
-    framing = binding.framing
-    limit = binding.target.limits.max_bytes
-    for i, closed in enumerate(run(frame, binding, bodies=True, chunk_rows=chunk_rows)):
-        body = framing.body(closed.pieces)
-        expected = framing.body_size(closed.rows_bytes)
-        if len(body) != expected or (limit is not None and len(body) > limit):
-            raise PayloadError(
-                f"partition {i}: body is {len(body)} bytes, sized as {expected} "
-                f"(limit {limit}); please report this bug"
-            )
-        keys = pl.concat(closed.keys).rename("key") if closed.keys else None
-        yield Payload(i, pl.Series("row", closed.rows, dtype=pl.Int64), body, framing.content_type, keys)
+    for i, closed in enumerate(run(frame, binding, bodies="bytes", chunk_rows=chunk_rows)):
+        yield _payload(i, closed, binding)  # no local keeps the body once the caller lets it go
+
+
+def _payload(i: int, closed: _Closed, binding: Binding) -> Payload:
+    framing, limit = binding.framing, binding.target.limits.max_bytes
+    assert closed.body is not None
+    buf, closed.body = closed.body, None
+    body = framing.finish(buf)
+    expected = framing.body_size(closed.rows_bytes)
+    if len(body) != expected or (limit is not None and len(body) > limit):
+        raise PayloadError(
+            f"partition {i}: body is {len(body)} bytes, sized as {expected} "
+            f"(limit {limit}); please report this bug"
+        )
+    keys = pl.concat(closed.keys).rename("key") if closed.keys else None
+    return Payload(i, pl.Series("row", closed.rows, dtype=pl.Int64), body, framing.content_type, keys)
 
 
 @dataclass(frozen=True)
@@ -569,7 +591,7 @@ def survey(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Sur
     stats = _Pass()
     parts, hashes, lineage = [], [], []
     framing = binding.framing
-    for i, closed in enumerate(run(frame, binding, bodies=True, chunk_rows=chunk_rows, stats=stats)):
+    for i, closed in enumerate(run(frame, binding, bodies="pieces", chunk_rows=chunk_rows, stats=stats)):
         chunks = framing.chunks(closed.pieces)  # hashed in place: the body is never joined here
         size = sum(len(c) for c in chunks)
         parts.append((i, len(closed.rows), size, int(closed.rows[0]), int(closed.rows[-1]), closed.closed_by))

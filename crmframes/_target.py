@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
+import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -106,8 +107,28 @@ class Framing:
             return [self.prefix, self.head, *pieces, self.suffix]
         return [self.prefix, base64.b64encode(b"".join([self.head, *pieces])), self.suffix]
 
-    def body(self, pieces: Sequence[bytes | memoryview]) -> bytes:
-        return b"".join(self.chunks(pieces))  # one copy of the rows, straight into the body
+    def start(self) -> io.BytesIO:
+        """A body to write rows into as they arrive; ``finish`` makes it whole."""
+        buf = io.BytesIO()
+        if not self.base64:
+            buf.write(self.prefix)
+        buf.write(self.head)
+        return buf
+
+    def finish(self, buf: io.BytesIO) -> bytes:
+        """The body from ``start`` with its rows written in; ``buf`` is spent.
+
+        CPython's ``BytesIO.getvalue`` hands over its own buffer when no view of it is
+        held, so the rows are copied once, on arrival, and never again.
+        """
+        if self.base64:
+            with buf.getbuffer() as view:
+                rows = base64.b64encode(view[: len(view) - self.trim])
+            return self.prefix + rows + self.suffix
+        buf.seek(-self.trim, io.SEEK_END)
+        buf.write(self.suffix)
+        buf.truncate()
+        return buf.getvalue()
 
 
 @dataclass(frozen=True)

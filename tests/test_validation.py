@@ -237,7 +237,8 @@ def test_email_check_matches_the_rule(values):
 
 def test_bodies_are_the_same_whether_encoded_rows_are_shared_or_copied(conns, monkeypatch):
     """Bodies are cut from views of polars' buffers, or from one copy when the rows are too
-    fragmented; invalid rows, short rows (stored inside their view) and nulls included."""
+    fragmented; invalid rows, short rows (stored inside their view) and nulls included.
+    payloads writes each body as its rows arrive; survey hashes the same bytes in place."""
     from crmframes import _pipeline
 
     dd, qx, dn = conns
@@ -247,7 +248,7 @@ def test_bodies_are_the_same_whether_encoded_rows_are_shared_or_copied(conns, mo
         "email": [("bad" if i % 7 == 3 else f"u{i}@x.io") for i in range(n)],
         "note": [None if i % 5 == 0 else ("x" * (i % 40)) for i in range(n)],
     })
-    targets = [dd.contacts(1), dd.transactional_data("t", key="key"),
+    targets = [dd.contacts(1), dd.contacts(1, upload="json"), dd.transactional_data("t", key="key"),
                dd.insight_data("orders", scope="contact", type="orders", key="key"),
                qx.transaction_contacts("POOL_1", "CG_1", transaction_fields=["key"]),
                dn.contacts().with_limits(max_bytes=20_000)]
@@ -269,6 +270,9 @@ def test_bodies_are_the_same_whether_encoded_rows_are_shared_or_copied(conns, mo
             frame = frame.drop("key").with_columns(pl.col("note").str.slice(0, 3))  # rows under 13 bytes
         shared, copied = bodies(frame, t, True), bodies(frame, t, False)
         assert shared == copied and len(shared) >= 1, t.name
+        surveyed = _pipeline.survey(frame, t)
+        assert surveyed.hashes == [_pipeline.body_hash(body) for _, _, body in shared], t.name
+        assert surveyed.plan.partitions["bytes"].to_list() == [len(body) for _, _, body in shared], t.name
 
 
 def test_stopping_early_leaves_no_encode_thread_behind(conns):

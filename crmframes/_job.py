@@ -157,7 +157,8 @@ class Job:
             unsent = sorted(p.partition for p in self.state.partitions.values() if p.state == PLANNED)
             raise FrameError(f"job {self.id} has {len(unsent)} partition(s) not sent yet ({unsent[:10]}); pass the "
                              f"same frame to send them: cf.resume({self.id!r}, frame)")
-        return ((p, body_hash(p.body)) for p in payloads(self.frame, self.target, chunk_rows=self.chunk_rows))
+        # map, not a generator expression: that would hold the previous body while the next is built
+        return map(_with_hash, payloads(self.frame, self.target, chunk_rows=self.chunk_rows))
 
     def lineage(self, partition: int) -> tuple[pl.Series, pl.Series | None]:
         """The input rows of a partition, and the keys the vendor will echo for them."""
@@ -416,3 +417,7 @@ def _rebuild_target(row: dict[str, Any], connection: Any) -> Target:
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     target: Target = cls(connection, **fields)  # type: ignore[call-arg]
     return target.with_limits(**limits) if limits else target
+
+
+def _with_hash(p: Payload) -> tuple[Payload, str]:
+    return p, body_hash(p.body)

@@ -34,8 +34,8 @@ CHUNK_ROWS = 49_152  # rows per batch: bounds the encoded columns in flight. Mea
 # threads), D·engage eager peak / Insight time: 32k 1.2× / 0.80 s, 48k 1.4× / 0.75 s, 64k 2.0× / 0.72 s
 ENCODE_THREADS = 4  # batches encoded at once, at most polars' thread count (see _encoded)
 ENCODE_AHEAD = 2  # finished batches that may wait for the partitioner: the encoders keep working while
-# it joins a body (Insight 0.81 → 0.72 s, contacts 0.83 → 0.70 s; 4 measured no faster; peak memory
-# within noise)
+# it copies rows into a body (measured when bodies were joined at close: Insight 0.81 → 0.72 s,
+# contacts 0.83 → 0.70 s; 4 measured no faster; peak memory within noise)
 ASSUMED_UPLOAD_BYTES_PER_S = 5_000_000  # [I] for estimates only
 
 PROBLEM_SCHEMA = {"row": pl.Int64, "column": pl.String, "code": pl.String, "problem": pl.String}
@@ -448,7 +448,7 @@ def run(frame: Frame, binding: Binding, *, bodies: Literal["pieces", "bytes"] | 
     "bytes" writes them into the request's body as each batch arrives, so a batch's
     buffers go at once and the peak holds one body, not a body and the buffers it is
     copied from (1M rows, 50 MB bodies each let go once read, as the engine does: peak
-    4.9× → 2.7× the frame for contacts, 4.4× → 3.3× for Insight; same CPU as one join).
+    4.9× → 2.7–3.2× the frame for contacts, 4.4× → 3.2–3.3× for Insight; same CPU as one join).
     """
     import numpy as np
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from crmframes import samples
 from crmframes._accessor import CrmNamespace
 from crmframes._accessor import register as _register
 from crmframes._errors import (
@@ -52,6 +53,7 @@ def sandbox(**options: object) -> object:
 
     return start(**options)
 
+
 __all__ = [
     "AuthenticationError",
     "ColumnNotFoundError",
@@ -79,6 +81,7 @@ __all__ = [
     "payloads",
     "plan",
     "resume",
+    "samples",
     "sandbox",
     "submit",
     "targets",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from crmframes._errors import ConfigError, CredentialsError, one_of
 
@@ -107,6 +107,35 @@ class Connection:
     def busy(self, reply: Reply) -> bool:
         """True when the answer means "too many imports are running": wait for a slot."""
         return False
+
+    # --- the HTTP client the engine opens for this connection ---
+
+    def close(self) -> None:
+        """Close this connection's HTTP client and its sockets (it reopens if used again).
+
+        A connection that is dropped without ``close()`` closes them when it is
+        garbage-collected; ``with cf.Dotdigital(...) as dd:`` closes at the block's end."""
+        from crmframes._engine import close_connection
+
+        close_connection(self)
+
+    async def aclose(self) -> None:
+        """The async twin of ``close``."""
+        from crmframes._engine import aclose_connection
+
+        await aclose_connection(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 def fingerprint(value: str | None) -> str:

@@ -60,10 +60,15 @@ class InDoubt(CrmError):
 
 
 class Session:
-    """One connection's HTTP client, token and the sandbox time scale it reports."""
+    """One connection's HTTP client, token and the sandbox time scale it reports.
+
+    It holds its connection weakly: the engine keys sessions by connection in a weak
+    dictionary, and a value that referred to its key would keep every connection (and
+    its open sockets) alive for the life of the process.
+    """
 
     def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+        self._conn = weakref.ref(conn)
         self.client = httpx.AsyncClient(
             base_url=conn.base_url, headers={"User-Agent": USER_AGENT},
             # Dotdigital asks clients to allow 121 s before timing out (CONTRACTS §1)
@@ -73,6 +78,13 @@ class Session:
         self.token: str | None = None
         self.token_expires = 0.0
         self.token_lock = asyncio.Lock()
+
+    @property
+    def conn(self) -> Connection:
+        conn = self._conn()
+        if conn is None:  # a job holds its target, which holds its connection: cannot happen mid-call
+            raise RuntimeError("the connection of this HTTP session was garbage-collected")
+        return conn
 
     def learn_scale(self, headers: httpx.Headers) -> None:
         raw = headers.get("x-sandbox-time-scale")
@@ -119,9 +131,16 @@ class Engine:
 
     def session(self, conn: Connection) -> Session:
         s = self.sessions.get(conn)
-        if s is None:
+        if s is None or s.client.is_closed:
             s = self.sessions[conn] = Session(conn)
+            # a connection dropped without close() still closes its sockets
+            weakref.finalize(conn, _close_soon, s.client)
         return s
+
+    async def close(self, conn: Connection) -> None:
+        s = self.sessions.pop(conn, None)
+        if s is not None:
+            await s.client.aclose()
 
     def budget(self, target: Target) -> Budget:
         lim = target.limits
@@ -236,6 +255,45 @@ class Engine:
 
 
 _ENGINE: Engine | None = None
+_CLOSING: set[asyncio.Task[None]] = set()  # tasks closing dropped clients (asyncio keeps them weakly)
+
+
+def _close_soon(client: httpx.AsyncClient) -> None:
+    """Close a dropped connection's client on the engine loop (called by the GC, any thread)."""
+    from crmframes import _loop
+
+    lp = _loop.current()
+    if lp is None or lp.is_closed() or client.is_closed:
+        return
+
+    def start() -> None:
+        task = lp.create_task(client.aclose())
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+    with contextlib.suppress(RuntimeError):  # the loop stopped meanwhile: the process is ending
+        lp.call_soon_threadsafe(start)
+
+
+def close_connection(conn: Connection) -> None:
+    """Close ``conn``'s HTTP client now (``conn.close()``); it reopens on its next use."""
+    from crmframes import _loop
+
+    if _ENGINE is None or conn not in _ENGINE.sessions:
+        return
+    if _loop.on_loop_thread():
+        _close_soon(_ENGINE.sessions.pop(conn).client)
+        return
+    _loop.result(_loop.start(_ENGINE.close(conn)), timeout=30)
+
+
+async def aclose_connection(conn: Connection) -> None:
+    """The async twin of ``close_connection``."""
+    if _ENGINE is None or conn not in _ENGINE.sessions:
+        return
+    from crmframes import _loop
+
+    await asyncio.wrap_future(_loop.start(_ENGINE.close(conn)))
 
 
 def engine() -> Engine:

@@ -40,6 +40,11 @@ def loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def current() -> asyncio.AbstractEventLoop | None:
+    """The engine loop if one was started (never starts one)."""
+    return _loop if _thread is not None and _thread.is_alive() else None
+
+
 def on_loop_thread() -> bool:
     return _thread is not None and threading.current_thread() is _thread
 

@@ -26,7 +26,6 @@ FACTORIES: dict[str, tuple[str, str]] = {
     "dengage.contacts": ("dengage", "contacts"),
 }
 LIST_OPTIONS = {"fields", "transaction_fields", "embedded_fields", "columns"}
-DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def _value(key: str, raw: str) -> Any:
@@ -192,9 +191,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The whole round trip against the embedded sandbox, with the files in data/."""
+    """The whole round trip against the embedded sandbox, with the sample files shipped in the package."""
     import time
 
+    from crmframes import samples
     from crmframes._job import Job
     from crmframes.sandbox import sandbox
 
@@ -204,10 +204,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"embedded sandbox at {sb.url} with {knobs} (a minute of vendor time takes "
               f"{60 * knobs['time_scale']:.1f} s)")
         for file, name, options in DEMO:  # contacts first: transactional data needs existing contacts
-            print(f"\n=== {name}  ←  data/{file}")
+            print(f"\n=== {name}  ←  {file} (crmframes.samples)")
             t = build_target(name, options, sb.url)
             started = time.monotonic()
-            job = Job(read_frame(str(DATA / file)), t, sinks=[_progress], progress=False)
+            job = Job(read_frame(str(samples.path(file))), t, sinks=[_progress], progress=False)
             print(job.plan)
             job.wait()
             _summary(job)
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--resend-in-doubt", action="store_true",
                     help="also re-send partitions whose answer was lost where that may duplicate data")
     sp.set_defaults(fn=cmd_resume)
-    sp = sub.add_parser("demo", help="the whole round trip against the embedded sandbox, with data/")
+    sp = sub.add_parser("demo", help="the whole round trip against the embedded sandbox, with the sample files")
     _knob_flags(sp)
     sp.set_defaults(fn=cmd_demo)
     sp = sub.add_parser("sandbox", help="serve the vendor sandbox on 127.0.0.1")

@@ -1,7 +1,9 @@
-"""Regenerate the sample files in data/ (fixed seed): python data/make_samples.py
+"""Regenerate the sample files (fixed seed): python data/make_samples.py
 
-Each file is small and realistic and carries a few deliberately bad rows, listed in
-data/README.md, so validation, rejection and fixing can be shown end to end.
+They live in the package, ``crmframes/samples/`` (one copy, read with ``crmframes.samples``),
+so an installed wheel runs ``crmframes demo`` from any folder. Each file is small and
+realistic and carries a few deliberately bad rows, marked below, so validation, rejection
+and fixing can be shown end to end.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent.parent / "crmframes" / "samples"
 FIRST = ["Anna", "Ben", "Chloé", "Dmitri", "Elif", "Farah", "Giulia", "Hiro", "Ines", "Jonas",
          "Kemal", "Léa", "Mehmet", "Nora", "Olu", "Priya", "Quinn", "Rosa", "Søren", "Zeynep"]
 LAST = ["Smith", "O'Brien", "Müller", "Yılmaz", "García", "Nguyen", "Kowalski", "Rossi", "Dubois",

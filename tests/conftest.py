@@ -12,9 +12,11 @@ import polars as pl
 import pytest
 
 import crmframes as cf
+from crmframes import samples
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-SPECS = Path(__file__).resolve().parent.parent.parent / "shared" / "vendors" / "specs" / "dotdigital"
+DATA = Path(samples.path("contacts.csv")).parent  # the sample files ship inside the package
+# Dotdigital's own OpenAPI documents, copied into the repository (tests/specs/SOURCES.md)
+SPECS = Path(__file__).resolve().parent / "specs" / "dotdigital"
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +81,4 @@ def conns() -> tuple[cf.Dotdigital, cf.Qualtrics, cf.Dengage]:
 
 
 def sample(name: str) -> pl.DataFrame:
-    path = DATA / name
-    if path.suffix == ".parquet":
-        return pl.read_parquet(path)
-    return pl.read_csv(path, try_parse_dates=True)
+    return samples.read(name)

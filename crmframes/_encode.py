@@ -29,6 +29,7 @@ class DateFormats:
     aware: str = "%Y-%m-%dT%H:%M:%S%.fZ"  # converted to UTC first
     date: str = "%Y-%m-%d"
     time: str = "%H:%M:%S"
+    finest: str | None = None  # truncate date-times to this (e.g. "1ms") where the vendor takes no finer
 
 
 ISO = DateFormats()
@@ -62,6 +63,8 @@ def _needs_rewrite(dtype: DType) -> bool:
 def temporal_text(expr: pl.Expr, dtype: DType, fmt: DateFormats) -> pl.Expr:
     """A date, time or datetime as the vendor's text; aware datetimes in UTC."""
     if isinstance(dtype, pl.Datetime):
+        if fmt.finest is not None:
+            expr = expr.dt.truncate(fmt.finest)
         if dtype.time_zone is None:
             return expr.dt.to_string(fmt.naive)
         return expr.dt.convert_time_zone("UTC").dt.to_string(fmt.aware)

@@ -22,6 +22,7 @@ import httpx
 from crmframes._connection import Connection
 from crmframes._errors import AuthenticationError, CrmError, FrameError, VendorError, VendorUnavailableError
 from crmframes._events import (
+    FAILED,
     FINISHED,
     IN_DOUBT,
     NOT_SENT,
@@ -34,10 +35,11 @@ from crmframes._events import (
     Settled,
     Stopped,
     Submitted,
+    Unsettled,
     Waiting,
 )
 from crmframes._flow import Call, Flow, Note, Outcome, Pause, Reply, Request
-from crmframes._report import map_faults
+from crmframes._report import verdicts
 from crmframes._retry import RetryPolicy
 from crmframes._target import Target
 
@@ -391,6 +393,12 @@ async def run(job: Job) -> None:
         for part in list(job.state.partitions.values()):
             if part.state == PLANNED:
                 emit(Settled(job.id, time.time(), part.partition, NOT_SENT, message=message, reason=why))
+    running = [p.partition for p in job.state.partitions.values() if p.state == SUBMITTED]
+    if running:
+        emit(Stopped(job.id, time.time(), "pending",
+                     f"partition(s) {running[:10]} still running at the vendor after polling up to the target's "
+                     "poll_deadline; job.wait() or cf.resume() polls them again"))
+        return
     emit(Stopped(job.id, time.time(), "done"))
 
 
@@ -457,7 +465,7 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partitio
             emit(Submitted(job.id, time.time(), partition, sub.import_id, sub.vendor_state, sub.early))
             if not hold_until_done:
                 free()
-        flow = target.track(part.import_id or "", part.early, job.context)
+        flow = target.track(part.import_id or "", part.early, job.context, part.rows)
         on_pause = lambda why, wait: emit(Waiting(job.id, time.time(), partition, why, wait))  # noqa: E731
         _settle(job, partition, await eng.drive(flow, s, job.retry, on_note=on_note, on_pause=on_pause,
                                                 on_retry=retry))
@@ -477,14 +485,20 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partitio
 
 
 def _settle(job: Job, partition: int, outcome: Outcome) -> None:
-    part = job.state.partitions[partition]
-    rows, keys = job.lineage(partition)
-    faults, unmatched = map_faults((*part.early, *outcome.faults), rows, keys)
+    if outcome.state == "pending":  # polled up to the deadline: the vendor still has it
+        job.emit(Unsettled(job.id, time.time(), partition, outcome.vendor_state, outcome.message or ""))
+        return
     totals = outcome.totals
-    job.emit(Settled(job.id, time.time(), partition, FINISHED if outcome.state == "finished" else "failed",
-                     vendor_state=outcome.vendor_state, message=outcome.message, faults=faults,
-                     unmatched=unmatched, imported=None if totals is None else totals.imported,
-                     rejected=None if totals is None else totals.rejected))
+    found = None
+    if outcome.state == "finished":
+        rows, keys = job.lineage(partition)
+        found = verdicts(outcome, job.state.partitions[partition].early, rows, keys)
+    job.emit(Settled(job.id, time.time(), partition, FINISHED if found is not None else FAILED,
+                     vendor_state=outcome.vendor_state, message=outcome.message,
+                     faults=None if found is None else found.rows, unmatched=0 if found is None else found.unmatched,
+                     imported=None if totals is None else totals.imported,
+                     rejected=None if totals is None else totals.rejected,
+                     reconciled=None if found is None else found.reconciled))
 
 
 class _Unset:

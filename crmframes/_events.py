@@ -10,12 +10,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import polars as pl
 
 # partition states, in the order they are reached
 PLANNED, SENDING, SUBMITTED, FINISHED, FAILED, REFUSED, IN_DOUBT, NOT_SENT = (
     "planned", "sending", "submitted", "finished", "failed", "refused", "in_doubt", "not_sent")
 SETTLED = frozenset({FINISHED, FAILED, REFUSED, IN_DOUBT, NOT_SENT})
+
+
+def count(faults: pl.DataFrame | None, outcome: str) -> int:
+    """Rows of a partition's verdicts with this outcome (journals before 0.2 hold rejections only)."""
+    if faults is None or not faults.height:
+        return 0
+    if "outcome" not in faults.columns:
+        return faults.height if outcome == "rejected" else 0
+    return int((faults.get_column("outcome") == outcome).sum())
 
 
 @dataclass(frozen=True)
@@ -88,10 +100,21 @@ class Settled(Event):
     vendor_state: str | None = None
     message: str | None = None
     reason: str | None = None  # why a partition was not sent: cancelled | max_reject_rate
-    faults: Any = None  # pl.DataFrame (row, reason, detail) of the rows the vendor rejected
+    faults: Any = None  # pl.DataFrame (row, outcome, reason, detail): the rows NOT accepted
     unmatched: int = 0  # vendor faults that matched no row sent
     imported: int | None = None
     rejected: int | None = None
+    reconciled: bool | None = None  # every row tied to the vendor's answer, and its totals agree
+
+
+@dataclass(frozen=True)
+class Unsettled(Event):
+    """Polling stopped at the target's deadline while the import still ran (or stood in a
+    word no document lists): the partition stays submitted, and the job resumable."""
+
+    partition: int
+    vendor_state: str | None
+    message: str
 
 
 @dataclass(frozen=True)
@@ -101,7 +124,8 @@ class Resumed(Event):
 
 @dataclass(frozen=True)
 class Stopped(Event):
-    """The job's run ended: ``done`` (every partition settled), ``paused`` or ``error``."""
+    """The job's run ended: ``done`` (every partition settled), ``pending`` (imports still
+    running at the vendor when polling reached its deadline), ``paused`` or ``error``."""
 
     how: str
     message: str | None = None
@@ -123,6 +147,7 @@ class PartitionState:
     unmatched: int = 0
     imported: int | None = None
     rejected: int | None = None
+    reconciled: bool | None = None
     retries: int = 0
     early: tuple[Any, ...] = ()
     reason: str | None = None
@@ -180,12 +205,15 @@ class JobState:
             p.state, p.message, p.import_id, p.early = PLANNED, e.why, None, ()
         elif isinstance(e, Polled):
             p.vendor_state, p.percent = e.vendor_state, e.percent
+        elif isinstance(e, Unsettled):
+            p.vendor_state, p.message = e.vendor_state, e.message
         elif isinstance(e, Settled):
             p.state, p.message, p.finished_at, p.reason = e.state, e.message, e.at, e.reason
             if p.submitted_at is None and e.state in (FINISHED, FAILED):
                 p.submitted_at = e.at  # a synchronous import: submitted and finished in one answer
             p.vendor_state = e.vendor_state or p.vendor_state
             p.faults, p.unmatched, p.imported, p.rejected = e.faults, e.unmatched, e.imported, e.rejected
+            p.reconciled = e.reconciled
 
     def snapshot(self, now: float) -> Progress:
         """Everything a display shows, computed from the state under its lock."""
@@ -194,7 +222,7 @@ class JobState:
             sent = [p for p in parts if p.state not in (PLANNED, SENDING, NOT_SENT)]
             settled = [p for p in parts if p.state in SETTLED]
             started = min((p.submitted_at for p in parts if p.submitted_at), default=None)
-            rejected = sum(0 if p.faults is None else p.faults.height for p in parts if p.state == FINISHED)
+            rejected = sum(count(p.faults, "rejected") for p in parts if p.state == FINISHED)
             rejected += sum(p.rows for p in parts if p.state in (FAILED, REFUSED))
             eta = None
             todo = len(parts) - len(settled)

@@ -41,6 +41,7 @@ from crmframes._events import (
     Sink,
     Stopped,
     Submitted,
+    count,
 )
 from crmframes._pipeline import CHUNK_ROWS, Frame, Payload, Plan, body_hash, payloads, survey
 from crmframes._retry import RetryPolicy
@@ -133,8 +134,12 @@ class Job:
                 faults = jr.faults(job_id, i)
                 if faults is None and state == FINISHED:  # no file: the vendor named no row
                     faults = pl.DataFrame(schema=_report.FAULT_SCHEMA)
+                reconciled = None if p["reconciled"] is None else bool(p["reconciled"])
                 job.state.apply(Settled(job_id, p["finished_at"] or now, i, state, p["vendor_state"], p["message"],
-                                        p["reason"], faults, p["unmatched"], p["imported"], p["rejected"]))
+                                        p["reason"], faults, p["unmatched"], p["imported"], p["rejected"],
+                                        reconciled))
+            elif state == SUBMITTED and p["message"]:  # polling stopped at its deadline
+                job.state.partitions[i].message = p["message"]
             job.state.partitions[i].retries = p["retries"]
         if all(p.state in SETTLED for p in job.state.partitions.values()):
             job.state.apply(Stopped(job_id, now, "done"))
@@ -181,7 +186,7 @@ class Job:
             for p in self.state.partitions.values():
                 if p.state == FINISHED:
                     sent += p.rows
-                    rejected += 0 if p.faults is None else p.faults.height
+                    rejected += count(p.faults, "rejected")
                 elif p.state in (FAILED, REFUSED):
                     sent += p.rows
                     rejected += p.rows
@@ -260,9 +265,10 @@ class Job:
             bad = st.filter(pl.col("reconciled").not_())
             if bad.height:
                 warnings.warn(CrmWarning(
-                    f"{self.target.name}: the vendor's totals do not match what was sent for partition(s) "
-                    f"{bad['partition'].to_list()} (see job.status(): vendor_imported, vendor_rejected, "
-                    "unmatched_faults). Check the target's ids (address book, mailing list, collection)."),
+                    f"{self.target.name}: the vendor's answer does not cover every row sent in partition(s) "
+                    f"{bad['partition'].to_list()}: those rows are in_doubt, not accepted (see job.status(): "
+                    "vendor_imported, vendor_rejected, in_doubt_rows, unmatched_faults). Check the target's ids "
+                    "(address book, mailing list, collection)."),
                     stacklevel=3)
         return self
 
@@ -293,7 +299,11 @@ class Job:
         repeat is safe), or in an import the vendor failed as a whole. Row-level vendor faults
         (an unknown contact, a suppressed address) are not retried: fix those rows first."""
         rep = self.report()
-        transient = (pl.col("outcome") == "not_sent") | (pl.col("reason") == "import_failed")
+        with self.state.lock:
+            failed = [p.partition for p in self.state.partitions.values() if p.state == FAILED
+                      and str(p.vendor_state or "").casefold() in self.target.retry_words]
+        transient = (pl.col("outcome").is_in(["not_sent", "queued"])
+                     | ((pl.col("outcome") == "rejected") & pl.col("partition").is_in(failed)))
         if self.target.resend_safe:
             transient |= pl.col("outcome") == "in_doubt"
         rows = rep.filter(transient).get_column("row")

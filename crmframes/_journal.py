@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     connection TEXT NOT NULL,    -- {"class": ..., "base_url": ...}
     input_rows INTEGER NOT NULL,
     invalid_rows INTEGER NOT NULL,
-    state TEXT NOT NULL,         -- running | paused | done | error
+    state TEXT NOT NULL,         -- planned | running | pending | paused | done | error
     message TEXT,
     context TEXT,                -- the job's set-up result (e.g. a Qualtrics batch id), JSON
     policy TEXT NOT NULL         -- {"max_reject_rate": ...}
@@ -60,9 +60,12 @@ CREATE TABLE IF NOT EXISTS partitions (
     rejected INTEGER,
     unmatched INTEGER NOT NULL DEFAULT 0,
     retries INTEGER NOT NULL DEFAULT 0,
+    reconciled INTEGER,          -- 1 when every row is tied to the vendor's answer (see _report.verdicts)
     PRIMARY KEY (job_id, partition)
 );
 """
+# columns added after a journal may have been created: (table, column, type)
+ADDED = (("partitions", "reconciled", "INTEGER"),)
 
 
 def home() -> Path:
@@ -81,6 +84,10 @@ class Journal:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        for table, column, kind in ADDED:
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
@@ -136,6 +143,8 @@ class Journal:
                        submitted_at=e.at, early=early)
         elif isinstance(e, ev.Polled):
             self._part(j, e.partition, vendor_state=e.vendor_state)
+        elif isinstance(e, ev.Unsettled):
+            self._part(j, e.partition, vendor_state=e.vendor_state, message=e.message)
         elif isinstance(e, ev.Requeued):
             self._part(j, e.partition, state=ev.PLANNED, import_id=None, early=None, message=e.why)
         elif isinstance(e, ev.RetryScheduled) and e.partition is not None:
@@ -147,7 +156,7 @@ class Journal:
                 e.faults.write_parquet(self.dir(j) / "faults" / f"{e.partition}.parquet")
             self._part(j, e.partition, state=e.state, vendor_state=e.vendor_state, message=e.message,
                        reason=e.reason, finished_at=e.at, imported=e.imported, rejected=e.rejected,
-                       unmatched=e.unmatched)
+                       unmatched=e.unmatched, reconciled=e.reconciled)
             if e.state in (ev.FINISHED, ev.FAILED):  # a synchronous import has no Submitted event
                 with self.lock:
                     self.db.execute("UPDATE partitions SET submitted_at = COALESCE(submitted_at, ?) "

@@ -69,6 +69,7 @@ class Plan:
     problems: pl.DataFrame
     input_rows: int
     invalid_rows: int
+    notes: tuple[str, ...] = ()  # where the columns go (e.g. Qualtrics embeddedData), from the target
 
     @property
     def requests(self) -> int:
@@ -111,6 +112,7 @@ class Plan:
             ("requests", f"{self.requests:,} (limit per request: {limits})"),
             ("bytes", f"{self.bytes:,}"),
             ("estimated time", f"~{self.estimated_seconds:,.0f} s"),
+            *(("columns", n) for n in self.notes),
         ]
 
     def __repr__(self) -> str:
@@ -534,7 +536,7 @@ def plan(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Plan:
     partitions = pl.DataFrame(parts, schema=PARTITION_SCHEMA, orient="row")
     problems = collect_problems(stats, binding)
     invalid = problems.filter(pl.col("row").is_not_null()).get_column("row").n_unique()
-    return Plan(target, partitions, problems, stats.input_rows, invalid)
+    return Plan(target, partitions, problems, stats.input_rows, invalid, binding.notes)
 
 
 def payloads(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Iterator[Payload]:
@@ -602,5 +604,5 @@ def survey(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Sur
     partitions = pl.DataFrame(parts, schema=PARTITION_SCHEMA, orient="row")
     problems = collect_problems(stats, binding)
     invalid = problems.filter(pl.col("row").is_not_null()).get_column("row").n_unique()
-    p = Plan(target, partitions, problems, stats.input_rows, invalid)
+    p = Plan(target, partitions, problems, stats.input_rows, invalid, binding.notes)
     return Survey(p, hashes, pl.concat(lineage) if lineage else pl.DataFrame(schema=LINEAGE_SCHEMA))

@@ -22,7 +22,7 @@ from crmframes._errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from crmframes._connection import Connection
-    from crmframes._flow import Flow, Reply, Request, Submission
+    from crmframes._flow import Flow, Reply, Request, Statuses, Submission
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,14 @@ class Binding:
     framing: Framing
     # the value the vendor echoes in its faults (lower-cased email, record key), per row
     report_key: pl.Expr | None = None
+    notes: tuple[str, ...] = ()  # where columns go, for the plan (e.g. Qualtrics embeddedData)
+
+
+def check_deadline(seconds: object) -> None:
+    """``poll_deadline``: vendor seconds of polling one import before it is reported pending."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
+        raise ConfigError(f"poll_deadline is the seconds to keep polling one import before reporting it "
+                          f"pending (e.g. 3600); got {seconds!r}")
 
 
 class Target:
@@ -155,6 +163,10 @@ class Target:
     connection: Connection
     # re-sending a request whose answer was lost cannot duplicate data (an upsert by key)
     resend_safe: ClassVar[bool] = True
+    # the import's status words and what each means (None: the vendor answers synchronously)
+    statuses: ClassVar[Statuses | None] = None
+    # failed-import words (case-folded) after which sending the same rows again may work
+    retry_words: ClassVar[frozenset[str]] = frozenset()
 
     def concurrency_key(self) -> str:
         """What ``limits.max_concurrent`` counts against: the account, or one list in it."""
@@ -183,7 +195,8 @@ class Target:
     def accepted(self, reply: Reply) -> Submission:
         raise NotImplementedError
 
-    def track(self, import_id: str, early: tuple[Any, ...], context: Any) -> Flow:
+    def track(self, import_id: str, early: tuple[Any, ...], context: Any, sent: int = 0) -> Flow:
+        """Poll the import and fetch its reports; ``sent``: records in the request."""
         raise NotImplementedError(f"{self.name} imports cannot be tracked after submit")
 
     def bind(self, schema: pl.Schema) -> Binding:  # pragma: no cover - abstract

@@ -198,7 +198,7 @@ def test_a_failed_vendor_job_rejects_its_rows_with_the_reason():
         job = frame.crm.submit(sb.dotdigital().transactional_data("orders", key="order_id", contact="email"))
     rep = job.report()
     sent = rep.filter(pl.col("outcome") != "invalid")
-    assert set(sent["outcome"]) == {"rejected"} and set(sent["reason"]) == {"import_failed"}
+    assert set(sent["outcome"]) == {"rejected"} and set(sent["reason"]) == {"Failed"}  # the vendor's word
     assert set(job.status()["state"]) == {"failed"}
 
 
@@ -211,7 +211,8 @@ def test_missing_permission_stops_the_job_with_a_clear_error_and_nothing_is_lost
     job = err.value.job
     assert isinstance(job, cf.Job)
     assert job.report().height == frame.height
-    assert set(job.report()["outcome"]) == {"invalid", "not_sent"}
+    # the job is resumable once the permission is granted: its rows are queued, not "never sent"
+    assert set(job.report()["outcome"]) == {"invalid", "queued"}
 
 
 def test_wrong_credentials_are_refused_at_login_with_the_vendor_named():
@@ -226,15 +227,20 @@ def test_unknown_address_book_stops_with_the_vendors_message():
         sample("contacts.csv").crm.submit(sb.dotdigital().contacts(404))
 
 
-def test_qualtrics_totals_that_do_not_reconcile_warn_and_show_in_status():
-    """Qualtrics accepts an unknown list and reports 0 contacts: the mismatch must show."""
+def test_qualtrics_totals_that_do_not_reconcile_warn_show_in_status_and_leave_rows_in_doubt():
+    """Qualtrics accepts an unknown list and reports 0 contacts: the mismatch must show, and no
+    row the vendor did not confirm may read accepted."""
     frame = sample("survey_transactions.csv")
     with cf.sandbox(**FAST) as sb:
         t = sb.qualtrics().transaction_contacts("POOL_demo", "CG_UNKNOWN1", transaction_fields=["order_id", "amount"])
-        with pytest.warns(cf.CrmWarning, match="do not match"):
+        with pytest.warns(cf.CrmWarning, match="does not cover every row sent"):
             job = frame.crm.submit(t)
     st = job.status()
     assert st["reconciled"].to_list() == [False] and st["vendor_imported"].to_list() == [0]
+    assert job.counts() == {"in_doubt": 119, "invalid": 1}
+    assert st["in_doubt_rows"].to_list() == [119]
+    detail = job.report().filter(pl.col("outcome") == "in_doubt")["detail"][0]
+    assert "imported 0" in detail and "does not reconcile" in detail
 
 
 def test_failed_rows_returns_the_input_rows_with_reasons_ready_to_resubmit():

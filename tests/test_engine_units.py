@@ -5,16 +5,16 @@ from __future__ import annotations
 import random
 import time
 
+import httpx
 import polars as pl
 import pytest
 
 import crmframes as cf
 from crmframes import _engine
 from crmframes import _events as ev
-from crmframes._flow import Call, Fault, Note, Pause, Reply
-from crmframes._report import map_faults, report
+from crmframes._flow import Call, Fault, Note, Outcome, Pause, Reply, Totals
+from crmframes._report import report, verdicts
 from crmframes._retry import RetryPolicy, retry_after
-from crmframes.vendors.dengage import error_key
 from crmframes.vendors.dotdigital import contact_faults
 from tests.conftest import sample
 
@@ -49,13 +49,72 @@ def test_429_waits_what_the_vendor_says_and_backoff_grows_with_jitter_up_to_a_ca
     assert RetryPolicy(backoff=0, jitter=0).decide(1, status=503).wait == 0
 
 
-def test_faults_map_by_position_and_by_key_and_count_what_names_no_row():
-    rows = pl.Series([10, 11, 12, 13], dtype=pl.Int64)
-    keys = pl.Series(["a", "b", "c", "c"])
-    faults = [Fault("x", index=1), Fault("y", "d", key="c"), Fault("z", key="nope"), Fault("w", index=9), Fault("v")]
-    frame, unmatched = map_faults(faults, rows, keys)
-    assert frame.sort("row").rows() == [(11, "x", None), (12, "y", "d"), (13, "y", "d")]
-    assert unmatched == 3
+ROWS = pl.Series([10, 11, 12, 13], dtype=pl.Int64)
+KEYS = pl.Series(["a", "b", "c", "d"])
+
+
+def _verdict(faults: list[Fault], *, named: bool = False, imported: int | None = None, rejected: int | None = None,
+             created: int | None = None, extra: tuple[Fault, ...] = (), keys: pl.Series | None = KEYS):
+    found = verdicts(Outcome("i", "finished", "Finished", tuple(faults), Totals(imported, rejected, {}, created),
+                             named=named, extra=extra), (), ROWS, keys)
+    return {r: (o, why) for r, o, why, _ in found.rows.rows()}, found.unmatched, found.reconciled
+
+
+def test_faults_map_by_position_and_by_key_and_the_rest_is_accepted_when_totals_reconcile():
+    got, unmatched, ok = _verdict([Fault("x", index=1), Fault("y", "d", key="c")], imported=2, rejected=2)
+    assert got == {11: ("rejected", "x"), 12: ("rejected", "y")} and unmatched == 0 and ok
+
+
+@pytest.mark.parametrize(("faults", "imported", "why"), [
+    ([Fault("x", index=1)], 2, "the vendor imported 2 of the 3 rows it did not fault"),
+    ([Fault("x", index=1)], None, "no totals to reconcile with"),
+    ([Fault("x", index=1), Fault("z", key="nope")], 3, "a fault names a key never sent"),
+    ([Fault("x", index=1), Fault("w", index=9)], 3, "a fault names a position never sent"),
+    ([Fault("x", index=1), Fault("v")], 3, "a fault names no row at all"),
+])
+def test_rows_the_answer_does_not_cover_are_in_doubt_never_accepted(faults, imported, why):
+    got, _, ok = _verdict(faults, imported=imported)
+    assert not ok, why
+    assert got[11] == ("rejected", "x")
+    assert {r: o for r, (o, _) in got.items() if r != 11} == {10: "in_doubt", 12: "in_doubt", 13: "in_doubt"}, why
+
+
+def test_a_per_row_report_decides_rows_the_totals_leave_open():
+    extra = (Fault("imported", index=0, verdict="accepted"), Fault("BAD_EMAIL", index=2))
+    got, _, ok = _verdict([Fault("x", index=1)], imported=1, extra=extra)
+    assert got == {11: ("rejected", "x"), 12: ("rejected", "BAD_EMAIL"), 13: ("in_doubt", "not_reconciled")}
+    assert not ok
+
+
+def test_no_transaction_created_rejects_the_rows_whose_contact_was_imported():
+    got, _, ok = _verdict([Fault("x", index=1)], imported=3, created=0)
+    assert got[11] == ("rejected", "x") and ok
+    assert {got[r] for r in (10, 12, 13)} == {("rejected", "transaction_not_created")}
+    got, _, ok = _verdict([Fault("x", index=1)], imported=3, created=2)
+    assert {got[r][0] for r in (10, 12, 13)} == {"in_doubt"} and not ok
+
+
+def test_a_named_answer_accepts_only_the_rows_it_names():
+    named = [Fault("inserted", key="a", verdict="accepted"), Fault("updated", key="b", verdict="accepted")]
+    got, _, ok = _verdict([*named, Fault("error", "c: email is not valid")], named=True)
+    assert got == {12: ("rejected", "error"), 13: ("in_doubt", "not_confirmed")} and not ok
+    got, _, ok = _verdict([*named, Fault("error", "c: bad"), Fault("error", "d: bad")], named=True)
+    assert got == {12: ("rejected", "error"), 13: ("rejected", "error")} and ok
+
+
+def test_errors_tied_to_no_key_reject_the_unnamed_rows_only_when_the_counts_match():
+    named = [Fault("inserted", key="a", verdict="accepted"), Fault("updated", key="b", verdict="accepted")]
+    got, _, _ = _verdict([*named, Fault("error", "email is not valid"), Fault("error", "gsm too long")], named=True)
+    assert {r: o for r, (o, _) in got.items()} == {12: "rejected", 13: "rejected"}
+    got, _, ok = _verdict([*named, Fault("error", "email is not valid")], named=True)
+    assert {r: o for r, (o, _) in got.items()} == {12: "in_doubt", 13: "in_doubt"} and not ok
+    got, _, _ = _verdict([*named, Fault("error", "a and c are both bad")], named=True)
+    assert got[12][0] == "in_doubt", "a text naming two keys ties to neither"
+
+
+def test_an_answer_that_both_accepts_and_rejects_a_row_leaves_it_in_doubt():
+    got, _, ok = _verdict([Fault("inserted", key="a", verdict="accepted"), Fault("error", key="a")], named=True)
+    assert got[10] == ("in_doubt", "contradictory") and not ok
 
 
 def test_contacts_faults_csv_with_bom_and_any_header_case_maps_by_email():
@@ -63,9 +122,28 @@ def test_contacts_faults_csv_with_bom_and_any_header_case_maps_by_email():
     assert contact_faults(raw) == [Fault("Unsubscribed", key="karina@example.com")]
 
 
-def test_dengage_error_entries_name_their_contact_key():
-    assert error_key("c4: email is not valid.") == "c4"
-    assert error_key("something went wrong") is None
+@pytest.mark.parametrize("doc", [
+    {"code": 0, "message": "Success", "data": {"inserted": ["a"], "updated": ["b"],
+                                               "errors": ["c: email is not valid."], "warnings": []}},
+    {"inserted": ["a"], "updated": ["b"], "errors": [{"contact_key": "c", "message": "email is not valid."}]},
+    {"code": 0, "data": {"inserted": [{"contact_key": "a"}], "updated": [{"contactKey": "b"}],
+                         "errors": [{"key": "c", "error": "email is not valid."}]}},
+], ids=["data layout, text errors", "top-level layout, object errors", "object elements"])
+def test_dengage_answers_in_either_layout_name_the_rows_written_and_rejected(doc):
+    import json
+
+    t = cf.Dengage("u", "p").contacts()
+    out = t.accepted(Reply(200, {}, json.dumps(doc).encode())).outcome
+    assert out is not None and out.named
+    found = verdicts(out, (), ROWS, KEYS)
+    assert {r: o for r, o, *_ in found.rows.rows()} == {12: "rejected", 13: "in_doubt"}
+    assert "email is not valid" in found.rows.filter(pl.col("row") == 12)["detail"].item()
+
+
+def test_a_dengage_refusal_code_fails_the_whole_call_with_its_message():
+    t = cf.Dengage("u", "p").contacts()
+    out = t.accepted(Reply(200, {}, b'{"code": 11, "message": "ValidationFails"}')).outcome
+    assert out is not None and (out.state, out.vendor_state, out.message) == ("failed", "code 11", "ValidationFails")
 
 
 def _state(parts: dict[int, tuple[str, int]], input_rows: int, **extra: object) -> ev.JobState:
@@ -87,9 +165,9 @@ def test_report_gives_every_row_one_outcome_from_its_partitions_state():
     rep = report(st, plan_parts, problems, running=True)
     assert rep["outcome"].cast(pl.String).to_list() == [
         "accepted", "accepted", "accepted", "in_doubt", "invalid", "pending", "pending", "not_sent", "not_sent",
-        "not_sent"]
+        "queued"]
     assert rep["reason"].to_list()[3:5] == ["answer_lost", "invalid_email"]
-    assert rep["reason"][7] == "cancelled" and rep["reason"][9] == "waiting"
+    assert rep["reason"][7] == "cancelled" and rep["reason"][9] == "queued"
     assert rep["import_id"][5] == "imp2" and rep["partition"][4] is None
 
 
@@ -145,8 +223,11 @@ def test_qualtrics_submit_is_never_repeated_when_its_answer_is_lost():
     would duplicate the transactions the vendor already took."""
     frame = sample("survey_transactions.csv")
     with cf.sandbox(job_duration=0.1, time_scale=0.001) as sb:
+        made = httpx.post(sb.url + "/API/v3/directories/POOL_demo/transactionbatches", headers={"X-API-TOKEN": "t"},
+                          json={"transactionIds": [], "creationDate": "2026-11-30T10:00:00Z"})
+        bid = made.json()["result"]["id"]  # a batch made beforehand, as a user passing batch_id= has
         t = sb.qualtrics().transaction_contacts("POOL_demo", "CG_demo", transaction_fields=["order_id", "amount"],
-                                                batch_id="BT_fixed")
+                                                batch_id=bid)
         sb.config(p_drop=1.0)
         job = frame.crm.submit(t)
         sb.config(p_drop=0.0)
@@ -155,7 +236,7 @@ def test_qualtrics_submit_is_never_repeated_when_its_answer_is_lost():
     assert set(job.report()["outcome"].cast(pl.String)) == {"in_doubt", "invalid"}
     assert job.status()["state"].to_list() == ["in_doubt"]
     # the vendor applied it once: exactly why it must not be sent again
-    assert sum(batches["BT_fixed"].values()) == 119
+    assert sum(batches[bid].values()) == 119
 
 
 def test_an_expired_dengage_token_is_renewed_once_and_the_call_succeeds():

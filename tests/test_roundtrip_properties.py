@@ -48,7 +48,7 @@ def targets() -> list[cf.Target]:
         dd.insight_data("orders", scope="contact", type="orders", key="key"),
         dd.insight_data("catalog_x", scope="account", type="catalog", key="key", fields=["note", "n", "f"]),
         qx.transaction_contacts("POOL_x", "CG_y", transaction_fields=["key", "n"], batch_id="BT_123"),
-        dn.contacts(),
+        dn.contacts(columns=["contact_key", "email", "note", "n", "f", "b", "d", "ts"]),  # the import-enabled set
     ]
 
 

@@ -29,8 +29,9 @@ def log_event(e: ev.Event) -> None:
     elif isinstance(e, ev.Requeued):
         log.info("job %s: partition %d back in the queue: %s", e.job_id, e.partition, e.why)
     elif isinstance(e, ev.Settled):
-        rejected = 0 if e.faults is None else e.faults.height
-        log.info("job %s: partition %d %s (%d rows rejected)%s", e.job_id, e.partition, e.state, rejected,
-                 f": {e.message}" if e.message else "")
+        log.info("job %s: partition %d %s (%d rows rejected, %d in doubt)%s", e.job_id, e.partition, e.state,
+                 ev.count(e.faults, "rejected"), ev.count(e.faults, "in_doubt"), f": {e.message}" if e.message else "")
+    elif isinstance(e, ev.Unsettled):
+        log.info("job %s: partition %d still %s: %s", e.job_id, e.partition, e.vendor_state, e.message)
     elif isinstance(e, ev.Stopped):
         log.info("job %s: %s%s", e.job_id, e.how, f": {e.message}" if e.message else "")

@@ -40,8 +40,8 @@ def _mb(n: int) -> str:
 
 
 def headline(p: Progress) -> str:
-    state = {None: "running", "done": "done", "paused": "paused", "error": "stopped by an error"}.get(p.stopped,
-                                                                                                     p.stopped)
+    state = {None: "running", "done": "done", "paused": "paused", "error": "stopped by an error",
+             "pending": "stopped polling; imports still running at the vendor"}.get(p.stopped, p.stopped)
     return f"{p.target}: {state}"
 
 

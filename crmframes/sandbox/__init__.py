@@ -7,6 +7,7 @@ load starlette or uvicorn.
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import threading
@@ -16,9 +17,9 @@ from typing import Any
 
 import httpx
 
-from crmframes.sandbox._app import Knobs, Sandbox
+from crmframes.sandbox._app import VARIANTS, Knobs, Sandbox
 
-__all__ = ["Knobs", "Sandbox", "ServedSandbox", "sandbox"]
+__all__ = ["VARIANTS", "Knobs", "Sandbox", "ServedSandbox", "sandbox"]
 
 CREDS = {"dotdigital": ("sandbox-user@apiconnector.com", "sandbox-password"),
          "qualtrics": ("sandbox-token",), "dengage": ("sandbox-user-key", "sandbox-password")}
@@ -38,6 +39,7 @@ class ServedSandbox:
         self.url = f"http://{host}:{port}"
         config = uvicorn.Config(self.sandbox, host=host, port=port, log_level="error", lifespan="off",
                                 timeout_graceful_shutdown=1)
+        _quiet_dropped_answers()
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="crmframes-sandbox", daemon=True)
         self._thread.start()
@@ -92,6 +94,20 @@ class ServedSandbox:
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.stop()
+
+
+class _DroppedAnswer(logging.Filter):
+    """uvicorn reports an answer the sandbox cut on purpose (``p_drop``); the sandbox already
+    logged it in one line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "without completing response" not in record.getMessage()
+
+
+def _quiet_dropped_answers() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DroppedAnswer) for f in logger.filters):
+        logger.addFilter(_DroppedAnswer())
 
 
 def sandbox(**options: Any) -> ServedSandbox:

@@ -15,10 +15,6 @@ DD_TOO_MANY_INSIGHT_IMPORTS_STATUS = 429  # [I] by analogy with v3 contacts:tooM
 DD_MAX_ACTIVE_INSIGHT_IMPORTS = 5
 DD_UNKNOWN_IMPORT_STATUS = 404  # [I] ERROR_IMPORT_NOT_FOUND
 DD_UNKNOWN_ADDRESS_BOOKS = frozenset({404, 999_999})  # [I] seeded: these ids do not exist
-# Insight status names: the spec says Complete, the examples Finished; emit Finished [C/I]
-DD_INSIGHT_STATES = ("NotStarted", "Processing", "Finished", "Failed")
-DD_V2_STATES = ("NotStarted", "NotFinished", "Finished", "Failed")
-DD_CONTACT_STATES = ("NotFinished", "NotFinished", "Finished", "Failed")
 # Seeded contacts whose status makes an import fault (report-faults Reason texts, DD-WEB)
 DD_SEEDED_FAULTS = {
     "suppressed.user@example.com": "Globally Suppressed",
@@ -33,6 +29,7 @@ QX_MAX_BODY = 5_000_000  # "5 MB"
 QX_MAX_CONTACTS = 10_000
 QX_OVERSIZE_STATUS = 413  # [I] status for either limit (not documented)
 QX_STATES = ("inProgress", "complete", "failed")  # [I] mirrors response-export job states
+QX_REPORT_PAGE = 100  # [I] import report entries per page (skipToken paging)
 QX_UNKNOWN_IDS = ("UNKNOWN",)  # [I] ids containing this behave as deleted: job ends with 0 counts
 QX_NULLS_UNPROCESSED = True  # [I] a contact with a null value lands in contacts.unprocessed
 
@@ -46,6 +43,8 @@ DN_COLUMNS = frozenset({  # import template columns [S DN-PS] + city; others fai
     "rfm_score", "rfm_segment", "rfm_mobile_score", "rfm_mobile_segment", "gsm_source", "email_source",
     "gsm_consent_date", "email_consent_date", "contact_type", "city",
 })
+DN_MAX_CHARS = {"email": 255, "gsm": 20, "name": 100, "surname": 100, "gender": 100}  # seed §5
+DN_DATE_COLUMNS = ("birth_date",)  # "date string, length <= 10" (seed §5)
 DN_CODES = {"FieldError": 1, "Forbidden": 10, "ValidationFails": 11, "UnexpectedError": 999}
 DN_TOO_MANY_CODE = 429  # [I] code in the body of a 429
 # [I] API users whose key starts with this lack DataSpace.Manage: bulk calls get 403 with an

@@ -15,15 +15,36 @@ import polars as pl
 from crmframes import _checks as chk
 from crmframes._connection import Connection, Secret, clean_base_url, fingerprint, host, need, option, secret
 from crmframes._encode import DateFormats, json_object
-from crmframes._errors import ConfigError
-from crmframes._flow import Fault, Outcome, Reply, Request, Submission, Totals
-from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, register
+from crmframes._errors import ConfigError, did_you_mean
+from crmframes._flow import DONE, FAILED, Fault, Outcome, Reply, Request, Status, Statuses, Submission, Totals, member
+from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, UniqueKey, register
 
 DN_BULK = "https://dev.dengage.com/reference/updatecontactsbulk"
 HOSTS = {r: f"https://{r}-api.dengage.com" for r in ("tr", "us", "eu", "ru", "sa", "dev")}  # DN-SFCC
-# D·engage's documented date formats include yyyy-MM-ddTHH:mm:ss.fff and a Z suffix (DN-DOCS)
-DATES = DateFormats(naive="%Y-%m-%dT%H:%M:%S%.3f", aware="%Y-%m-%dT%H:%M:%S%.3fZ")
-MAX_EMAIL_CHARS = 255  # DN-REF body params
+# D·engage's documented date-time formats are yyyy-MM-dd HH:mm:ss with an optional .f/.ff/.fff
+# fraction and a Z suffix (DN-DOCS): a fraction only when there is one, at most milliseconds;
+# dates are yyyy-MM-dd, at most 10 characters (seed §5, CONTRACTS §6)
+DATES = DateFormats(naive="%Y-%m-%d %H:%M:%S%.f", aware="%Y-%m-%dT%H:%M:%S%.fZ", date="%Y-%m-%d", finest="1ms")
+# The standard import template's columns (D·engage UI, [S] DN-PS) plus city [S]; only
+# import-enabled columns may be sent (seed §5), so any other column must be named in columns=
+IMPORT_TEMPLATE = (
+    "contact_key", "contact_status", "email", "email_permission", "email_status", "gsm", "gsm_permission",
+    "gsm_status", "name", "surname", "gender", "birth_date", "segment", "source", "subscription_date",
+    "rfm_score", "rfm_segment", "rfm_mobile_score", "rfm_mobile_segment", "gsm_source", "email_source",
+    "gsm_consent_date", "email_consent_date", "contact_type", "city",
+)
+DATE_COLUMNS = ("birth_date",)  # "date string, length <= 10" (DN-REF body params; seed §5)
+# character limits (DN-REF body params, seed §5: email <= 255; gsm <= 20; name, surname, gender <= 100)
+MAX_CHARS = {"email": 255, "gsm": 20, "name": 100, "surname": 100, "gender": 100}
+# the envelope's code (DN-PS observed; ResponseCodes of the async twin, DN-REF): 0 is success,
+# any other code refuses the whole call
+RESPONSE_CODES = Statuses(
+    Status("0", DONE, "[S] DN-PS runbook §5.2 (success)"),
+    Status("1", FAILED, "DN-REF updatecontactsbulkasync ResponseCodes FieldError"),
+    Status("10", FAILED, "DN-REF ResponseCodes Forbidden"),
+    Status("11", FAILED, "DN-REF ResponseCodes ValidationFails"),
+    Status("999", FAILED, "DN-REF ResponseCodes UnexpectedError"),
+)
 
 
 class Dengage(Connection):
@@ -76,6 +97,14 @@ class Dengage(Connection):
 
     def contacts(self, *, insert_if_not_exists: bool = True, throw_exception_if_invalid_record: bool = False,
                  columns: Sequence[str] | None = None) -> DengageContacts:
+        """BulkUpsert. ``columns``: the account's import-enabled columns to send (contact_key
+        among them); by default the frame's columns of the standard import template, and any
+        other frame column is a problem to fix, never dropped silently.
+
+        D·engage's own defaults are ``insertIfNotExists=false`` and
+        ``throwExceptionIfInvalidRecord=true`` (seed §5); crmframes always sends both, and
+        defaults to inserting (an upsert: what the endpoint is named for) and to per-record
+        errors (one bad record must not refuse the other 999 of a call)."""
         if isinstance(columns, str):
             raise ConfigError("columns is a list of column names, not a string")
         return DengageContacts(self, insert_if_not_exists, throw_exception_if_invalid_record,
@@ -88,8 +117,8 @@ class DengageContacts(Target):
     """``POST /rest/bulk/contacts``."""
 
     connection: Dengage = field(compare=False)
-    insert_if_not_exists: bool = True  # [I] D·engage documents no default; upsert is the name
-    throw_exception_if_invalid_record: bool = False  # per-record errors, not a failed call
+    insert_if_not_exists: bool = True  # D·engage's default is false (seed §5): see Dengage.contacts
+    throw_exception_if_invalid_record: bool = False  # D·engage's default is true (seed §5)
     columns: tuple[str, ...] | None = None
 
     name: ClassVar[str] = "dengage.contacts"
@@ -99,6 +128,8 @@ class DengageContacts(Target):
         sources={"max_records": DN_BULK, "min_interval": DN_BULK, "max_concurrent": DN_BULK,
                  "typical_job_seconds": "[I] the call is synchronous"},
     )
+    statuses: ClassVar[Statuses | None] = RESPONSE_CODES
+    retry_words: ClassVar[frozenset[str]] = frozenset({"code 999"})  # UnexpectedError
 
     def __post_init__(self) -> None:
         for arg in ("insert_if_not_exists", "throw_exception_if_invalid_record"):
@@ -118,27 +149,60 @@ class DengageContacts(Target):
             problems += chk.unknown_fields(schema, self.columns, "columns")
             cols = [c for c in self.columns if c in schema]
         else:
-            cols = schema.names()
+            cols = [c for c in schema.names() if c in IMPORT_TEMPLATE]
+            for c in schema.names():
+                if c not in IMPORT_TEMPLATE:
+                    problems.append(Problem(None, c, "unknown_column", (
+                        f"column {c!r} is not a column of D·engage's standard import template, and D·engage "
+                        f"takes only the account's import-enabled columns (a record with another column "
+                        f"fails).{did_you_mean(c, IMPORT_TEMPLATE)} If your account has it, list the columns "
+                        f"to send: contacts(columns=[...]); otherwise drop it.")))
         if "contact_key" not in cols:
             near = chk.find_column(schema, "contact_key")
             hint = f" Column {near!r} looks like it: rename it to 'contact_key'." if near else ""
             problems.append(Problem(None, "contact_key", "missing_column",
                                     "D·engage needs a 'contact_key' column (the unique contact ID) "
                                     f"in every upsert.{hint}"))
+        if "new_contact_key" in cols and self.insert_if_not_exists:
+            problems.append(Problem(None, "new_contact_key", "not_allowed", (
+                "new_contact_key (renaming a contact) cannot be combined with insertIfNotExists=true "
+                "(seed §5): send it with contacts(insert_if_not_exists=False), or drop the column.")))
         problems += chk.unsupported(schema, cols, allow_nested=False, vendor="D·engage")
         checks: list[Check] = []
+        unique = None
         if "contact_key" in schema:
+            key = pl.col("contact_key").cast(pl.String)
             checks.append(chk.not_null("contact_key", "contact_key"))
+            checks.append(Check("contact_key", "empty_key", "contact_key is empty; fill it or drop the row.",
+                                key.str.strip_chars() == ""))
+            unique = UniqueKey("contact_key", key, "contact_key")
         if "email" in cols:
-            checks += [chk.email("email"), chk.max_chars("email", MAX_EMAIL_CHARS, "email")]
+            checks.append(chk.email("email"))
+        for c, limit in MAX_CHARS.items():
+            if c in cols:
+                checks.append(chk.max_chars(c, limit, c))
         if "contact_status" in cols:
             checks.append(Check("contact_status", "invalid_value",
                                 "contact_status must be 'A' (active) or 'P' (passive).",
                                 ~pl.col("contact_status").cast(pl.String).is_in(["A", "P"])
                                 & pl.col("contact_status").is_not_null()))
-        if "birth_date" in cols and isinstance(schema["birth_date"], pl.String):
-            checks.append(Check("birth_date", "invalid_date", "birth_date must be a date 'yyyy-MM-dd'.",
-                                ~pl.col("birth_date").str.contains(r"^\d{4}-\d{2}-\d{2}$")))
+        cells: list[tuple[str, pl.Expr, Any]] = []
+        for c in cols:
+            dtype = schema[c]
+            if c == "contact_key":
+                cells.append((c, pl.col(c).cast(pl.String), pl.String()))
+            elif c in DATE_COLUMNS and isinstance(dtype, pl.Datetime):
+                # a date column holds no time: write the date, and refuse a time that would be lost
+                checks.append(Check(c, "not_a_date", f"{c} is a date in D·engage (yyyy-MM-dd, no time); this "
+                                    "value has a time of day. Keep the date: .dt.date().",
+                                    pl.col(c).dt.time() != pl.time(0)))
+                cells.append((c, pl.col(c).dt.date(), pl.Date()))
+            elif c in DATE_COLUMNS and isinstance(dtype, pl.String):
+                checks.append(Check(c, "invalid_date", f"{c} must be a date 'yyyy-MM-dd'.",
+                                    ~pl.col(c).str.contains(r"^\d{4}-\d{2}-\d{2}$")))
+                cells.append((c, pl.col(c), dtype))
+            else:
+                cells.append((c, pl.col(c), dtype))
         checks += chk.finite(schema, cols)
         prefix = ('{"columns":' + json.dumps(cols, separators=(",", ":"), ensure_ascii=False)
                   + ',"contactDatas":[').encode()
@@ -147,28 +211,54 @@ class DengageContacts(Target):
                   + "}").encode()
         encode = None
         if not problems:
-            cells = [(c, pl.col(c).cast(pl.String), pl.String()) if c == "contact_key"
-                     else (c, pl.col(c), schema[c]) for c in cols]
             row = json_object(cells, DATES) + pl.lit(",")
             encode = lambda nulls: row  # noqa: E731  (D·engage takes explicit nulls [I])
-        key = pl.col("contact_key").cast(pl.String) if "contact_key" in schema else None
-        return Binding(self, tuple(problems), tuple(checks), None, encode, Framing(prefix, suffix, trim=1), key)
+        key_expr = unique.key if unique is not None else None
+        return Binding(self, tuple(problems), tuple(checks), unique, encode, Framing(prefix, suffix, trim=1),
+                       key_expr, (f"columns sent: {', '.join(cols)}",))
 
     def accepted(self, reply: Reply) -> Submission:
-        """Synchronous: the answer to the call is the whole report (CONTRACTS §5)."""
+        """Synchronous: the answer to the call is the whole report (CONTRACTS §5, §6).
+
+        Two layouts are seen (``data.{inserted, updated, errors}`` and the same at the top
+        level) and error elements as strings or objects. A row counts as written only when
+        the answer names it in ``inserted`` or ``updated`` (``named``)."""
         doc = reply.json()
-        state = f"code {doc.get('code')}"
-        if doc.get("code") not in (0, None):
-            return Submission(None, state, outcome=Outcome(None, "failed", state, message=str(doc.get("message"))))
-        data = doc.get("data") or {}
-        faults = tuple(Fault("error", str(m), key=error_key(m)) for m in data.get("errors") or [])
-        imported = len(data.get("inserted") or []) + len(data.get("updated") or [])
-        return Submission(None, state, outcome=Outcome(None, "finished", "done", faults,
-                                                       Totals(imported, len(faults), data)))
+        code = member(doc, "code")
+        state = f"code {code}"
+        found = RESPONSE_CODES.classify(code)
+        if code is not None and (found is None or found.means != DONE):
+            return Submission(None, state, outcome=Outcome(None, "failed", state, message=str(member(doc, "message"))))
+        data = member(doc, "data")
+        if not isinstance(data, dict) or not any(member(data, w) is not None for w in ("inserted", "updated", "errors")):
+            data = doc
+        lists = {w: member(data, w) or [] for w in ("inserted", "updated", "errors")}
+        faults = [Fault(w, None, key=k, verdict="accepted") for w in ("inserted", "updated")
+                  for k in map(_written_key, lists[w]) if k is not None]
+        faults += [_error(e) for e in lists["errors"]]
+        imported = len(lists["inserted"]) + len(lists["updated"])
+        return Submission(None, state, outcome=Outcome(None, "finished", "done", tuple(faults),
+                                                       Totals(imported, len(lists["errors"]), data), named=True))
 
 
-def error_key(message: str) -> str | None:
-    """The contact_key an ``errors`` entry is about. [I] Element shapes are undocumented; the
-    sandbox (and D·engage's pre-sales code) write "<contact_key>: <problem>"."""
-    key, sep, _ = str(message).partition(": ")
-    return key if sep else None
+KEY_NAMES = ("contact_key", "contactKey", "key")
+TEXT_NAMES = ("message", "error", "errorMessage", "description", "reason")
+
+
+def _written_key(item: Any) -> str | None:
+    """An ``inserted`` / ``updated`` element: the contact_key, or an object holding it [I]."""
+    if isinstance(item, dict):
+        key = member(item, *KEY_NAMES)
+        return None if key is None else str(key)
+    return None if item is None else str(item)
+
+
+def _error(item: Any) -> Fault:
+    """An ``errors`` element: an object naming its contact_key, or a text. A text is tied to
+    a row later, only when exactly one key sent appears in it as a word (``_report``)."""
+    if isinstance(item, dict):
+        key = member(item, *KEY_NAMES)
+        text = member(item, *TEXT_NAMES)
+        detail = str(text) if text is not None else json.dumps(item, ensure_ascii=False)
+        return Fault("error", detail, key=None if key is None else str(key))
+    return Fault("error", str(item))

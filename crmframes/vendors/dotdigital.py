@@ -10,7 +10,7 @@ import csv
 import io
 import re
 import uuid
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -30,20 +30,27 @@ from crmframes._encode import (
 )
 from crmframes._errors import ConfigError, one_of
 from crmframes._flow import (
+    DONE,
+    FAILED,
+    RUNNING,
     Fault,
     Flow,
     Outcome,
     Reply,
     Request,
-    Step,
+    Status,
+    StatusAnswer,
+    Statuses,
     Submission,
     Totals,
+    as_int,
     call,
-    note,
-    pause,
+    member,
+    poll,
     poll_intervals,
+    still_running,
 )
-from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, UniqueKey, register
+from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, UniqueKey, check_deadline, register
 
 DOCS = "https://developer.dotdigital.com/reference/"
 HOSTS = {  # DD-TD servers; DD-WEB:api-endpoints
@@ -69,6 +76,50 @@ V2_COLLECTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 # v3 collection names: the DD-ID schema pattern (allows '-', at least two characters)
 V3_COLLECTION = re.compile(r"^[-A-Za-z_][-A-Za-z0-9_]{1,254}$")
 MAX_KEY = 255  # [I] keys are stored as strings; no documented limit, 255 matches names
+
+
+# --- statuses: every documented word, what it means, and where it is written ----------------
+
+SW = "DD-SW (the v2 swagger, tests/specs)"
+WADL = "the v2 WADL from Dotdigital's servers (nigelm/DotMailer-API utils/wadl.xml @97b158c)"
+M2 = "DD-M2 @6f341a1 (Dotdigital's Magento extension: Finished done, the other six failed)"
+
+# GET /v2/contacts/import/{id} → ApiContactImportStatuses (CONTRACTS §3, §6)
+CONTACT_IMPORT = Statuses(
+    Status("Finished", DONE, f"{SW} ApiContactImportStatuses; {M2}"),
+    Status("NotFinished", RUNNING, f"{SW}; {WADL}: the only word of a running import"),
+    Status("RejectedByWatchdog", FAILED, f"{SW}; seed page get-contact-import-status (data-quality rejection); {M2}"),
+    Status("InvalidFileFormat", FAILED, f"{SW}; seed page (not CSV or Excel); {M2}"),
+    Status("Unknown", FAILED, f"{SW}; seed page (possibly a bad id); {M2}"),
+    Status("Failed", FAILED, f"{SW}; seed page; {M2}"),
+    Status("ExceedsAllowedContactLimit", FAILED, f"{SW}; seed page (the account's contact allowance); {M2}"),
+    Status("NotAvailableInThisVersion", FAILED, f"{SW}; {WADL}; {M2}"),
+)
+# GET /v2/contacts/transactional-data/import/{id} → ApiTransactionalDataImportStatuses (CONTRACTS §1, §6)
+TRANSACTIONAL_IMPORT = Statuses(
+    Status("NotStarted", RUNNING, f"{SW} ApiTransactionalDataImportStatuses; seed page (accepted, not begun)"),
+    Status("NotFinished", RUNNING, f"{SW}; seed page (started, not done)"),
+    Status("Finished", DONE, f"{SW}; {WADL}"),
+    Status("Failed", FAILED, f"{SW}; {WADL}"),
+    Status("NotAvailableInThisVersion", FAILED, f"{SW}; {WADL}"),
+)
+# GET /insightData/v3/import/{id}: the spec's enum and its own examples disagree [C]; the
+# SDK's test says completed: done words in any case (CONTRACTS §2, §6)
+INSIGHT_IMPORT = Statuses(
+    Status("NotStarted", RUNNING, "DD-ID import status enum and example"),
+    Status("Processing", RUNNING, "DD-ID import status enum"),
+    Status("NotFinished", RUNNING, "DD-ID async job status enum [I] for imports"),
+    Status("Finished", DONE, "DD-ID examples; DD-M2"),
+    Status("Complete", DONE, "DD-ID import status enum"),
+    Status("Completed", DONE, "DD-PHP unit test (CONTRACTS §6)"),
+    Status("Failed", FAILED, "DD-ID import status enum"),
+    Status("NotAvailableInThisVersion", FAILED, "DD-ID async job status enum; CONTRACTS §6 [C]"),
+)
+# failed words after which sending the same rows again may work [I]; the others need a fix first
+RETRY_WORDS = frozenset({"failed", "unknown", "notavailableinthisversion"})
+# [I] no document gives a maximum import time; six hours of polling is far beyond a 50 MB
+# import, and still ends a forgotten notebook's polling the same day (a target option)
+POLL_DEADLINE = 6 * 3600.0
 
 
 def _limits(max_concurrent: int | None, slug: str, extra: dict[str, str]) -> Limits:
@@ -127,22 +178,30 @@ class Dotdigital(Connection):
         return super().error_message(reply)
 
     def busy(self, reply: Reply) -> bool:
-        """The 25-contact-imports (v2) and 5-insight-imports (v3) answers."""
-        return b"TOOMANYACTIVEIMPORTS" in reply.content or b"tooManyActiveImports" in reply.content
+        """The 25-contact-imports (v2) and 5-insight-imports (v3) answers: the codes seen in
+        clients (``ERROR_IMPORT_TOOMANYACTIVEIMPORTS``, v3 ``tooManyActiveImports``) or the
+        seed's words ("too many active imports"; v3: "too many imports are being processed")."""
+        text = reply.content.lower()
+        return any(w in text for w in (b"toomanyactiveimports", b"too many active imports",
+                                       b"too many imports"))
 
     def contacts(self, address_book_id: int, merge_option: str | int = "OnlyOverwriteIfNotEmpty", *,
                  email: str | None = None, fields: Sequence[str] | None = None,
-                 upload: str = "multipart") -> DotdigitalContacts:
-        return DotdigitalContacts(self, address_book_id, merge_option, email, _tuple(fields), upload)
+                 upload: str = "multipart", poll_deadline: float = POLL_DEADLINE) -> DotdigitalContacts:
+        """``poll_deadline``: vendor seconds of polling one import before it is reported pending."""
+        return DotdigitalContacts(self, address_book_id, merge_option, email, _tuple(fields), upload,
+                                  poll_deadline=poll_deadline)
 
     def transactional_data(self, collection: str, *, key: str, contact: str | None = None,
-                           scope: str = "contact", fields: Sequence[str] | None = None) -> DotdigitalTransactionalData:
-        return DotdigitalTransactionalData(self, collection, key, contact, scope, _tuple(fields))
+                           scope: str = "contact", fields: Sequence[str] | None = None,
+                           poll_deadline: float = POLL_DEADLINE) -> DotdigitalTransactionalData:
+        return DotdigitalTransactionalData(self, collection, key, contact, scope, _tuple(fields), poll_deadline)
 
     def insight_data(self, collection: str, *, scope: str, type: str, key: str,
                      identity: str = "email", contact: str | None = None,
-                     fields: Sequence[str] | None = None) -> DotdigitalInsightData:
-        return DotdigitalInsightData(self, collection, scope, type, key, identity, contact, _tuple(fields))
+                     fields: Sequence[str] | None = None, poll_deadline: float = POLL_DEADLINE) -> DotdigitalInsightData:
+        return DotdigitalInsightData(self, collection, scope, type, key, identity, contact, _tuple(fields),
+                                     poll_deadline)
 
 
 def _tuple(fields: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -171,8 +230,9 @@ class _V2Import(Target):
     """v2 imports (contacts, transactional data) answer a submit with ``{id, status}``."""
 
     def accepted(self, reply: Reply) -> Submission:
-        doc = reply.json()  # ApiContactImport / ApiTransactionalDataImport
-        return Submission(str(doc["id"]), doc.get("status"))
+        doc = reply.json()  # ApiContactImport / ApiTransactionalDataImport, in either case
+        status = member(doc, "status")
+        return Submission(str(member(doc, "id")), None if status is None else str(status))
 
 
 # --- contacts import with merge option (v2, CSV) ---------------------------------
@@ -190,8 +250,11 @@ class DotdigitalContacts(_V2Import):
     fields: tuple[str, ...] | None = None
     upload: str = "multipart"
     boundary: str = field(default_factory=lambda: "crmframes-" + uuid.uuid4().hex)
+    poll_deadline: float = POLL_DEADLINE
 
     name: ClassVar[str] = "dotdigital.contacts"
+    statuses: ClassVar[Statuses | None] = CONTACT_IMPORT
+    retry_words: ClassVar[frozenset[str]] = RETRY_WORDS
     limits: ClassVar[Limits] = _limits(
         25, "bulk-import-contacts-in-address-book-with-merge-option",
         {"max_concurrent": DOCS + "bulk-import-contacts-in-address-book-with-merge-option"},
@@ -205,10 +268,12 @@ class DotdigitalContacts(_V2Import):
         object.__setattr__(self, "merge_option", _merge_option(self.merge_option))
         if self.upload not in ("multipart", "json"):
             raise ConfigError(one_of(self.upload, ("multipart", "json"), "upload"))
+        check_deadline(self.poll_deadline)
 
     def describe(self) -> dict[str, Any]:
         return {"address_book_id": self.address_book_id, "merge_option": self.merge_option,
-                "email": self.email, "fields": self.fields, "upload": self.upload}
+                "email": self.email, "fields": self.fields, "upload": self.upload,
+                "poll_deadline": self.poll_deadline}
 
     @property
     def path(self) -> str:
@@ -240,8 +305,8 @@ class DotdigitalContacts(_V2Import):
         key = unique.key if unique is not None else None
         return Binding(self, tuple(problems), tuple(checks), unique, encode, self._framing(head), key)
 
-    def track(self, import_id: str, early: tuple[Any, ...], context: Any) -> Flow:
-        return _contacts_track(import_id)
+    def track(self, import_id: str, early: tuple[Any, ...], context: Any, sent: int = 0) -> Flow:
+        return _contacts_track(import_id, self.poll_deadline)
 
     def _framing(self, head: bytes) -> Framing:
         filename = "contacts.csv"
@@ -284,8 +349,11 @@ class DotdigitalTransactionalData(_V2Import):
     contact: str | None = None
     scope: str = "contact"
     fields: tuple[str, ...] | None = None
+    poll_deadline: float = POLL_DEADLINE
 
     name: ClassVar[str] = "dotdigital.transactional_data"
+    statuses: ClassVar[Statuses | None] = TRANSACTIONAL_IMPORT
+    retry_words: ClassVar[frozenset[str]] = RETRY_WORDS
     limits: ClassVar[Limits] = _limits(None, "bulk-add-transactional-data-to-contacts", {})
 
     def __post_init__(self) -> None:
@@ -297,10 +365,11 @@ class DotdigitalTransactionalData(_V2Import):
             raise ConfigError("scope='account' data belongs to no contact; drop contact=...")
         if not isinstance(self.key, str):
             raise ConfigError(f"key must name the column holding each record's key; got {self.key!r}")
+        check_deadline(self.poll_deadline)
 
     def describe(self) -> dict[str, Any]:
         return {"collection": self.collection, "key": self.key, "contact": self.contact,
-                "scope": self.scope, "fields": self.fields}
+                "scope": self.scope, "fields": self.fields, "poll_deadline": self.poll_deadline}
 
     @property
     def path(self) -> str:
@@ -310,8 +379,8 @@ class DotdigitalTransactionalData(_V2Import):
         return _bind_records(self, schema, self.key, self.scope, "email", self.contact, self.fields,
                              self._encode, Framing(b"[", b"]", trim=1))
 
-    def track(self, import_id: str, early: tuple[Any, ...], context: Any) -> Flow:
-        return _transactional_track(import_id)
+    def track(self, import_id: str, early: tuple[Any, ...], context: Any, sent: int = 0) -> Flow:
+        return _transactional_track(import_id, self.poll_deadline)
 
     def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema,
                 nulls: frozenset[str]) -> pl.Expr:
@@ -339,8 +408,11 @@ class DotdigitalInsightData(Target):
     identity: str = "email"
     contact: str | None = None
     fields: tuple[str, ...] | None = None
+    poll_deadline: float = POLL_DEADLINE
 
     name: ClassVar[str] = "dotdigital.insight_data"
+    statuses: ClassVar[Statuses | None] = INSIGHT_IMPORT
+    retry_words: ClassVar[frozenset[str]] = RETRY_WORDS
     limits: ClassVar[Limits] = _limits(5, "importinsightdata", {"max_concurrent": DOCS + "importinsightdata"})
 
     def __post_init__(self) -> None:
@@ -356,10 +428,12 @@ class DotdigitalInsightData(Target):
             raise ConfigError(f"identity must be one of {IDENTITIES} or a custom identifier name; got {self.identity!r}")
         if self.scope == "account" and self.contact is not None:
             raise ConfigError("scope='account' records belong to no contact; drop contact=...")
+        check_deadline(self.poll_deadline)
 
     def describe(self) -> dict[str, Any]:
         return {"collection": self.collection, "scope": self.scope, "type": self.type, "key": self.key,
-                "identity": self.identity, "contact": self.contact, "fields": self.fields}
+                "identity": self.identity, "contact": self.contact, "fields": self.fields,
+                "poll_deadline": self.poll_deadline}
 
     path: ClassVar[str] = "/insightData/v3/import"
 
@@ -375,10 +449,10 @@ class DotdigitalInsightData(Target):
     method: ClassVar[str] = "PUT"
 
     def accepted(self, reply: Reply) -> Submission:
-        return Submission(str(reply.json()["importId"]), "NotStarted")  # 202 {importId}
+        return Submission(str(member(reply.json(), "importId")), "NotStarted")  # 202 {importId}
 
-    def track(self, import_id: str, early: tuple[Any, ...], context: Any) -> Flow:
-        return _insight_track(self.path, import_id)
+    def track(self, import_id: str, early: tuple[Any, ...], context: Any, sent: int = 0) -> Flow:
+        return _insight_track(self.path, import_id, self.poll_deadline)
 
     def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema,
                 nulls: frozenset[str]) -> pl.Expr:
@@ -445,30 +519,20 @@ def _nested_arrays(schema: pl.Schema, columns: list[str]) -> list[Problem]:
             for c in columns if has(schema[c], False)]
 
 
+def _reader(statuses: Statuses) -> Any:
+    def read(doc: Any) -> StatusAnswer:
+        word = member(doc, "status")
+        word = None if word is None else str(word)
+        found = statuses.classify(word)
+        return StatusAnswer(word, None if found is None else found.means, None, doc)
+    return read
+
+
 # --- lifecycles (sans-I/O; driven by the engine) ----------------------------------------
 
-V2_DONE, V2_FAILED = ("Finished",), ("Failed", "NotAvailableInThisVersion")
-# the v3 spec says Complete, its examples Finished: both mean done [C]
-V3_DONE, V3_FAILED = ("Finished", "Complete"), ("Failed",)
 
-
-def _poll(path: str, done: tuple[str, ...],
-          failed: tuple[str, ...]) -> Generator[Step, Reply | None, tuple[str, dict[str, Any]]]:
-    """Poll a status URL on Dotdigital's 5–30 s schedule until the import ends (which frees
-    its slot at once: the reports are fetched after)."""
-    for wait in poll_intervals():
-        yield from pause(wait, "poll")
-        doc = (yield from call(Request("GET", path, "poll"))).json()
-        state = str(doc.get("status"))
-        yield from note("polled", vendor_state=state)
-        if state in done or state in failed:
-            yield from note("vendor_done", vendor_state=state)
-            return state, doc
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _failed(import_id: str, state: str) -> Outcome:
-    return Outcome(import_id, "failed", state, message=f"Dotdigital reports the import {state}")
+def _failed(import_id: str, word: str | None) -> Outcome:
+    return Outcome(import_id, "failed", word, message=f"Dotdigital ended the import with status {word}")
 
 
 def contact_faults(content: bytes) -> list[Fault]:
@@ -484,42 +548,62 @@ def contact_faults(content: bytes) -> list[Fault]:
         if not row:
             continue
         email = row[at_email].strip().lower() if at_email is not None and at_email < len(row) else None
-        out.append(Fault(reason=row[at_reason], key=email))
+        out.append(Fault(reason=row[at_reason].strip(), key=email or None))
     return out
 
 
-def _contacts_track(import_id: str) -> Flow:
-    state, _ = yield from _poll(f"/v2/contacts/import/{import_id}", V2_DONE, V2_FAILED)
-    if state not in V2_DONE:
-        return _failed(import_id, state)
+def _contacts_track(import_id: str, deadline: float) -> Flow:
+    status = Request("GET", f"/v2/contacts/import/{import_id}", "poll")
+    last, ended = yield from poll(status, _reader(CONTACT_IMPORT), poll_intervals(), deadline)
+    if not ended or last is None:
+        return still_running(import_id, last, deadline, "Dotdigital")
+    if last.means == FAILED:
+        return _failed(import_id, last.word)
     counts = (yield from call(Request("GET", f"/v2/contacts/import/{import_id}/report", "report"))).json()
     faults = yield from call(Request("GET", f"/v2/contacts/import/{import_id}/report-faults", "report"))
-    imported = int(counts.get("newContacts", 0)) + int(counts.get("updatedContacts", 0))
+    new, updated = as_int(member(counts, "newContacts")), as_int(member(counts, "updatedContacts"))
+    imported = None if new is None or updated is None else new + updated
     # the count categories overlap (suppressedContacts vs globallySuppressed) [I]: reconcile
     # on what was imported, and take rejections from the faults file
-    return Outcome(import_id, "finished", state, tuple(contact_faults(faults.content)),
+    return Outcome(import_id, "finished", last.word, tuple(contact_faults(faults.content)),
                    Totals(imported, None, counts))
 
 
-def _transactional_track(import_id: str) -> Flow:
+def _transactional_track(import_id: str, deadline: float) -> Flow:
     base = f"/v2/contacts/transactional-data/import/{import_id}"
-    state, _ = yield from _poll(base, V2_DONE, V2_FAILED)
-    if state not in V2_DONE:
-        return _failed(import_id, state)
+    last, ended = yield from poll(Request("GET", base, "poll"), _reader(TRANSACTIONAL_IMPORT), poll_intervals(),
+                                  deadline)
+    if not ended or last is None:
+        return still_running(import_id, last, deadline, "Dotdigital")
+    if last.means == FAILED:
+        return _failed(import_id, last.word)
     report = (yield from call(Request("GET", base + "/report", "report"))).json()
-    faults = tuple(Fault(str(f.get("reason")), f.get("detail"), key=str(f.get("key")))
-                   for f in report.get("faults") or [])
-    return Outcome(import_id, "finished", state, faults,
-                   Totals(report.get("totalImported"), report.get("totalRejected"), report))
+    faults = tuple(_fault(f, "reason", "detail") for f in member(report, "faults") or [])
+    return Outcome(import_id, "finished", last.word, faults,
+                   Totals(as_int(member(report, "totalImported")), as_int(member(report, "totalRejected")), report))
 
 
-def _insight_track(path: str, import_id: str) -> Flow:
-    state, doc = yield from _poll(f"{path}/{import_id}", V3_DONE, V3_FAILED)
-    if state not in V3_DONE:
-        return _failed(import_id, state)
-    faults = tuple(Fault(str(f.get("failureReason")), "; ".join(map(str, f.get("details") or [])) or None,
-                         key=str(f.get("key")))
-                   for f in doc.get("failures") or [])
-    summary = doc.get("summary") or {}
-    return Outcome(import_id, "finished", state, faults,
-                   Totals(summary.get("totalImported"), summary.get("totalRejected"), summary))
+def _insight_track(path: str, import_id: str, deadline: float) -> Flow:
+    last, ended = yield from poll(Request("GET", f"{path}/{import_id}", "poll"), _reader(INSIGHT_IMPORT),
+                                  poll_intervals(), deadline)
+    if not ended or last is None:
+        return still_running(import_id, last, deadline, "Dotdigital")
+    if last.means == FAILED:
+        return _failed(import_id, last.word)
+    doc = last.doc
+    faults = tuple(_fault(f, "failureReason", "details") for f in member(doc, "failures") or [])
+    summary = member(doc, "summary") or {}
+    return Outcome(import_id, "finished", last.word, faults,
+                   Totals(as_int(member(summary, "totalImported")), as_int(member(summary, "totalRejected")), summary))
+
+
+def _fault(item: Any, reason: str, detail: str) -> Fault:
+    """A report fault by key (v2 ``{key, reason, detail}``, v3 ``{key, failureReason, details[]}``)."""
+    if not isinstance(item, dict):  # a shape no document shows: keep its words, tie it to no row
+        return Fault("Unknown", str(item))
+    why = member(item, detail)
+    if isinstance(why, list):
+        why = "; ".join(map(str, why)) or None
+    key = member(item, "key")
+    return Fault(str(member(item, reason) or "Unknown"), None if why is None else str(why),
+                 key=None if key is None else str(key))

@@ -6,7 +6,7 @@ Contract and sources: shared/vendors/CONTRACTS.md §4.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -16,17 +16,57 @@ from crmframes import _checks as chk
 from crmframes._connection import Connection, Secret, clean_base_url, fingerprint, need, option, secret
 from crmframes._encode import ISO, csv_text, strip_keys
 from crmframes._errors import ConfigError
-from crmframes._flow import Fault, Flow, Outcome, Reply, Request, Submission, Totals, call, note, pause, poll_intervals
-from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, register
+from crmframes._flow import (
+    DONE,
+    FAILED,
+    RUNNING,
+    Fault,
+    Flow,
+    Outcome,
+    Reply,
+    Request,
+    Status,
+    StatusAnswer,
+    Statuses,
+    Step,
+    Submission,
+    Totals,
+    as_int,
+    as_percent,
+    call,
+    member,
+    poll,
+    poll_intervals,
+    still_running,
+)
+from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, check_deadline, register
 
 QX_CREATE = "https://api.qualtrics.com/bab13356ac724-create-transaction-contacts-import"
-# Standard contact fields, in the order Qualtrics documents them (QX-QD create-contact).
-STANDARD = ("firstName", "lastName", "email", "phone", "extRef", "language", "unsubscribed")
+# The contact keys of a transaction contacts import, as the seed and the client generated
+# from Qualtrics' OpenAPI (wtx-labs/qualtrics-api-client-java) list them (CONTRACTS §6);
+# embeddedData and transactionData are built from the other columns.
+STANDARD = ("firstName", "lastName", "email", "extRef", "language", "unsubscribed")
+IDENTIFIERS = ("email", "extRef")
+# columns that look like contact keys of other Qualtrics calls but are not keys here: they go
+# in embeddedData, and the plan says so
+LOOKALIKES = ("phone", "phoneNumber", "mobile")
 MAX_EMBEDDED_NAME = 200  # QX-SUP (UI doc; applying it to the API is [I])
 MAX_EMBEDDED_VALUE = 1024  # QX-SUP
 # Qualtrics creates the batch id at submit time; plans reserve this many bytes for it [I].
 BATCH_ID_RESERVED = 40
 BATCH_PLACEHOLDER = "BT_" + "0" * (BATCH_ID_RESERVED - 3)
+
+# No document enumerates the import's status words (CONTRACTS §4, §6); done is also
+# percentComplete >= 100, whatever the word (QX-BJ stops on it). Unknown words keep polling.
+IMPORT_STATUSES = Statuses(
+    Status("in progress", RUNNING, "[S] mavenlink/qualtrics_api fixture @33821a9"),
+    Status("inProgress", RUNNING, "[I] Qualtrics' response-export job word"),
+    Status("complete", DONE, "[S] mavenlink fixture; QX-PY stops on it"),
+    Status("completed", DONE, "[I] complete's past tense"),
+    Status("failed", FAILED, "[I] Qualtrics' response-export job word"),
+)
+# [I] no document gives a maximum import time (as for Dotdigital: a target option)
+POLL_DEADLINE = 6 * 3600.0
 
 
 class Qualtrics(Connection):
@@ -75,12 +115,14 @@ class Qualtrics(Connection):
     def transaction_contacts(self, directory_id: str, mailing_list_id: str, *,
                              transaction_fields: Sequence[str] = (),
                              embedded_fields: Sequence[str] | None = None,
-                             batch_id: str | None = None) -> QualtricsTransactionContacts:
+                             batch_id: str | None = None,
+                             poll_deadline: float = POLL_DEADLINE) -> QualtricsTransactionContacts:
+        """``poll_deadline``: vendor seconds of polling one import before it is reported pending."""
         if isinstance(transaction_fields, str) or isinstance(embedded_fields, str):
             raise ConfigError("transaction_fields and embedded_fields are lists of column names, not strings")
         return QualtricsTransactionContacts(
             self, directory_id, mailing_list_id, tuple(transaction_fields),
-            None if embedded_fields is None else tuple(embedded_fields), batch_id)
+            None if embedded_fields is None else tuple(embedded_fields), batch_id, poll_deadline)
 
 
 @register
@@ -94,8 +136,10 @@ class QualtricsTransactionContacts(Target):
     transaction_fields: tuple[str, ...] = ()
     embedded_fields: tuple[str, ...] | None = None
     batch_id: str | None = None
+    poll_deadline: float = POLL_DEADLINE
 
     name: ClassVar[str] = "qualtrics.transaction_contacts"
+    statuses: ClassVar[Statuses | None] = IMPORT_STATUSES
     limits: ClassVar[Limits] = Limits(
         max_bytes=5_000_000, max_records=10_000, max_concurrent=1, min_interval=None,
         concurrency_scope="mailing_list", typical_job_seconds=20.0,
@@ -121,11 +165,12 @@ class QualtricsTransactionContacts(Target):
                                           not self.batch_id.strip() or len(self.batch_id) > BATCH_ID_RESERVED):
             raise ConfigError(f"batch_id must be a Qualtrics transaction batch ID of at most "
                               f"{BATCH_ID_RESERVED} characters; got {self.batch_id!r}")
+        check_deadline(self.poll_deadline)
 
     def describe(self) -> dict[str, Any]:
         return {"directory_id": self.directory_id, "mailing_list_id": self.mailing_list_id,
                 "transaction_fields": self.transaction_fields, "embedded_fields": self.embedded_fields,
-                "batch_id": self.batch_id}
+                "batch_id": self.batch_id, "poll_deadline": self.poll_deadline}
 
     @property
     def path(self) -> str:
@@ -166,21 +211,38 @@ class QualtricsTransactionContacts(Target):
         checks: list[Check] = chk.finite(schema, [*standard.values(), *embedded, *trans])
         if "email" in standard:
             checks.append(chk.email(standard["email"]))
-        ids = [pl.col(standard[f]).is_null() for f in ("email", "phone", "extRef") if f in standard]
+        ids = [pl.col(standard[f]).is_null() for f in IDENTIFIERS if f in standard]
         if ids:
             checks.append(Check(None, "no_identifier",
-                                "the contact has no email, phone or extRef; Qualtrics needs one to "
+                                "the contact has no email or extRef; Qualtrics needs one to "
                                 "identify it. Fill one in or drop the row.", pl.all_horizontal(ids)))
         else:
             problems.append(Problem(None, "email", "missing_column",
-                                    "no email, phone or extRef column: Qualtrics needs one to identify "
+                                    "no email or extRef column: Qualtrics needs one to identify "
                                     "each contact. Add one (e.g. a column named 'email')."))
+        if trans:
+            # the seed: transactionData "must, at a minimum, have keys that match at least one"
+            # of transactionMeta.fields, so an all-null row would send {} and create nothing
+            checks.append(Check(None, "no_transaction_data",
+                                f"every transaction field ({', '.join(trans)}) is null, so Qualtrics would "
+                                "create no transaction for this contact. Fill one in, drop the row, or send "
+                                "such contacts without transaction_fields.",
+                                pl.all_horizontal([pl.col(c).is_null() for c in trans])))
         for c in [*embedded, *trans]:
             if isinstance(schema[c], (pl.String, pl.Categorical, pl.Enum)):
                 checks.append(chk.max_chars(c, MAX_EMBEDDED_VALUE, f"the value of {c!r}"))
         encode = None if problems else (lambda nulls: self._encode(schema, standard, embedded, trans, nulls))
         key = pl.col(standard["email"]).cast(pl.String).str.to_lowercase() if "email" in standard else None
-        return Binding(self, tuple(problems), tuple(checks), None, encode, self.framing(), key)
+        notes = [f"contact keys: {', '.join(f'{c} → {f}' for f, c in standard.items()) or '(none)'}"]
+        if embedded:
+            notes.append(f"embeddedData: {', '.join(embedded)}")
+        if trans:
+            notes.append(f"transactionData: {', '.join(trans)}")
+        looks = [c for c in embedded if c.lower() in {x.lower() for x in LOOKALIKES}]
+        if looks:
+            notes.append(f"{', '.join(map(repr, looks))} go in embeddedData: a transaction contacts import "
+                         f"takes only the contact keys {', '.join(STANDARD)} (CONTRACTS §6)")
+        return Binding(self, tuple(problems), tuple(checks), None, encode, self.framing(), key, tuple(notes))
 
     # a re-sent transaction contacts import adds the transactions again (CONTRACTS §4, dedup)
     resend_safe: ClassVar[bool] = False
@@ -202,8 +264,8 @@ class QualtricsTransactionContacts(Target):
         early = tuple(Fault("unprocessed", UNPROCESSED, index=i) for i in unprocessed)
         return Submission(str(result["id"]), result.get("status"), early)
 
-    def track(self, import_id: str, early: tuple[Any, ...], context: Any) -> Flow:
-        return _track(self, import_id, len(early))
+    def track(self, import_id: str, early: tuple[Any, ...], context: Any, sent: int = 0) -> Flow:
+        return _track(self, import_id, len(early), sent)
 
     def reframe(self, body: bytes, batch_id: str | None) -> bytes:
         """Swap the planned envelope (which reserved room for an id) for the real batch id."""
@@ -243,7 +305,7 @@ class QualtricsTransactionContacts(Target):
 
 
 
-# --- lifecycle (sans-I/O; driven by the engine) ---------------------------------------
+# --- statuses and lifecycle (sans-I/O; driven by the engine) -----------------------------
 
 
 def _create_batch(t: QualtricsTransactionContacts, now_utc: str) -> Flow:
@@ -255,32 +317,94 @@ def _create_batch(t: QualtricsTransactionContacts, now_utc: str) -> Flow:
     return str(reply.json()["result"]["id"])
 
 
-QX_DONE, QX_FAILED = ("complete", "completed"), ("failed", "error")  # [I] not enumerated by Qualtrics
-
-
 UNPROCESSED = ("Qualtrics did not process this contact: its embedded or transaction data was not accepted "
                "(a null value, a non-object, or a key also in transaction fields).")
 
 
-def _track(t: QualtricsTransactionContacts, import_id: str, unprocessed: int) -> Flow:
-    """Poll → summary. ``unprocessed``: contacts the submit answer already listed."""
+def _read_status(doc: Any) -> StatusAnswer:
+    """Done when the word means complete or ``percentComplete`` reached 100 (a number or a
+    string such as ``"50.0"``, CONTRACTS §6); a failed word wins over the percentage."""
+    result = member(doc, "result")
+    word = member(result, "status")
+    word = None if word is None else str(word)
+    percent = as_percent(member(result, "percentComplete"))
+    found = IMPORT_STATUSES.classify(word)
+    means = None if found is None else found.means
+    if means != FAILED and percent is not None and percent >= 100:
+        means = DONE
+    return StatusAnswer(word, means, percent, doc)
+
+
+def _track(t: QualtricsTransactionContacts, import_id: str, unprocessed: int, sent: int) -> Flow:
+    """Poll → summary (→ the import report when the counts leave rows open).
+
+    ``unprocessed``: contacts the submit answer already listed; ``sent``: contacts in the request."""
     status_path = f"{t.path}/{import_id}"
-    state = ""
-    for wait in poll_intervals(2.0, 1.5, 30.0):  # [I] Qualtrics names no schedule
-        yield from pause(wait, "poll")
-        res = (yield from call(Request("GET", status_path, "poll"))).json()["result"]
-        state = str(res.get("status", "")).lower()
-        pct = res.get("percentComplete")
-        yield from note("polled", vendor_state=res.get("status"), percent=pct)
-        if state in QX_DONE or state in QX_FAILED:
-            break
-    yield from note("vendor_done", vendor_state=state)
-    if state in QX_FAILED:
-        return Outcome(import_id, "failed", state, message=f"Qualtrics reports the import {state}")
-    summary = (yield from call(Request("GET", status_path + "/summary", "report"))).json()["result"]
+    last, ended = yield from poll(Request("GET", status_path, "poll"), _read_status,
+                                  poll_intervals(2.0, 1.5, 30.0), t.poll_deadline)  # [I] no documented schedule
+    if not ended or last is None:
+        return still_running(import_id, last, t.poll_deadline, "Qualtrics")
+    if last.means == FAILED:
+        return Outcome(import_id, "failed", last.word, message=f"Qualtrics ended the import with status {last.word}")
+    summary = member((yield from call(Request("GET", status_path + "/summary", "report"))).json(), "result") or {}
     faults = [Fault("invalid_email", f"Qualtrics lists {e!r} among invalidEmails.", key=str(e).lower())
-               for e in summary.get("invalidEmails") or []]
-    count = (summary.get("contacts") or {}).get("count") or {}
-    imported = int(count.get("added", 0)) + int(count.get("updated", 0))
-    rejected = int(count.get("failed", 0)) + unprocessed
-    return Outcome(import_id, "finished", state, tuple(faults), Totals(imported, rejected, summary))
+              for e in member(summary, "invalidEmails") or []]
+    count = member(member(summary, "contacts"), "count") or {}
+    added, updated, failed = (as_int(member(count, w)) for w in ("added", "updated", "failed"))
+    imported = None if added is None or updated is None else added + updated
+    rejected = None if failed is None else failed + unprocessed
+    created = as_int(member(member(member(summary, "transactions"), "count"), "created"))
+    totals = Totals(imported, rejected, summary, created if t.transaction_fields else None)
+    extra: tuple[Fault, ...] = ()
+    expected = sent - unprocessed - len(faults)
+    if imported != expected or (t.transaction_fields and created != expected):
+        extra = tuple((yield from _import_report(t, import_id)))
+    return Outcome(import_id, "finished", last.word, tuple(faults), totals, extra=extra)
+
+
+# [I] the report's importStatus / transactionStatus words are not enumerated anywhere found:
+# these read as written or refused; any other word leaves the row in doubt
+REPORT_OK = frozenset({"success", "succeeded", "successful", "created", "added", "updated", "imported", "ok"})
+REPORT_FAILED = frozenset({"failed", "failure", "error", "invalid", "rejected", "skipped", "unprocessed"})
+
+
+def _import_report(t: QualtricsTransactionContacts, import_id: str) -> Generator[Step, Reply | None, list[Fault]]:
+    """The per-row import report, all pages (CONTRACTS §6 [S]); nothing when the service
+    does not answer it (it is documented for XM Directory only)."""
+    path = f"/API/v3/directories/{t.directory_id}/imports/api-import/jobs/{import_id}/report"
+    out: list[Fault] = []
+    token = None
+    for _ in range(10_000):  # pages; a report never has more pages than contacts
+        reply = yield from call(Request("GET", path, "report", params={"skipToken": token} if token else {},
+                                        answered=frozenset({400, 404})))
+        if reply.status != 200:
+            return out
+        doc = reply.json()
+        for entry in member(member(doc, "results") or member(member(doc, "result"), "results"),
+                            "importReportEntries") or []:
+            fault = _report_entry(entry, bool(t.transaction_fields))
+            if fault is not None:
+                out.append(fault)
+        token = member(doc, "skipToken") or member(member(doc, "result"), "skipToken")
+        if not token:
+            return out
+    return out
+
+
+def _report_entry(entry: Any, with_transactions: bool) -> Fault | None:
+    index = as_int(member(entry, "sourceIndexId"))
+    if index is None:
+        return None
+    words = [("importStatus", "importStatusCode")]
+    if with_transactions:
+        words.append(("transactionStatus", "transactionStatusCode"))
+    verdict = "accepted"
+    for status, code in words:
+        word = str(member(entry, status) or "").strip().casefold()
+        if word in REPORT_FAILED:
+            why = member(entry, code) or member(entry, status)
+            return Fault(str(why), f"the Qualtrics import report says {status} {member(entry, status)!r}",
+                         index=index)
+        if word not in REPORT_OK:
+            verdict = ""
+    return Fault("imported", None, index=index, verdict="accepted") if verdict else None

@@ -184,7 +184,7 @@ class Engine:
                 s.learn_scale(r.headers)
                 reply = Reply(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
                 status = r.status_code
-                if 200 <= status < 300:
+                if 200 <= status < 300 or status in req.answered:
                     return reply
                 if status == 401 and s.conn.login() is not None and not relogged:
                     s.token, relogged = None, True  # the token expired early or was revoked: renew once

@@ -264,11 +264,14 @@ class Job:
             st = self.status()
             bad = st.filter(pl.col("reconciled").not_())
             if bad.height:
+                doubt = int(bad["in_doubt_rows"].sum() or 0)
+                outcome = (f"{doubt:,} row(s) it does not confirm are in_doubt, never accepted" if doubt else
+                           "its per-row answers still tie every row to an outcome")
                 warnings.warn(CrmWarning(
-                    f"{self.target.name}: the vendor's answer does not cover every row sent in partition(s) "
-                    f"{bad['partition'].to_list()}: those rows are in_doubt, not accepted (see job.status(): "
-                    "vendor_imported, vendor_rejected, in_doubt_rows, unmatched_faults). Check the target's ids "
-                    "(address book, mailing list, collection)."),
+                    f"{self.target.name}: the vendor's answer does not reconcile with what was sent in partition(s) "
+                    f"{bad['partition'].to_list()}: {outcome} (see job.status(): vendor_imported, vendor_rejected, "
+                    "in_doubt_rows, unmatched_faults). Check the target's ids (address book, mailing list, "
+                    "collection)."),
                     stacklevel=3)
         return self
 

@@ -14,6 +14,7 @@ import polars as pl
 
 from crmframes._errors import ConfigError, CrmError
 from crmframes._pipeline import plan as plan_frame
+from crmframes._report import OUTCOMES
 from crmframes._pipeline import validate as validate_frame
 from crmframes._target import Target, registered, target_class
 
@@ -123,7 +124,18 @@ KNOBS = ("latency", "job_duration", "time_scale", "p429", "p5xx", "p_drop", "p_j
 
 
 def _knobs(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in KNOBS if getattr(args, k, None) is not None}
+    knobs = {k: getattr(args, k) for k in KNOBS if getattr(args, k, None) is not None}
+    if getattr(args, "variant", None):
+        knobs["variants"] = args.variant
+    mix: dict[str, dict[str, float]] = {}
+    for item in getattr(args, "status", None) or []:
+        endpoint, sep, word = item.partition("=")
+        if not sep or not word:
+            raise ConfigError(f"--status takes ENDPOINT=WORD (e.g. contacts=RejectedByWatchdog); got {item!r}")
+        mix.setdefault(endpoint.strip(), {})[word.strip()] = 1.0
+    if mix:
+        knobs["status_mix"] = mix
+    return knobs
 
 
 def _progress(event: Any) -> None:
@@ -211,12 +223,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(job.plan)
             job.wait()
             _summary(job)
-            rows.append({"target": name, "file": file, "partitions": job.status().height, **job.counts(),
+            counts = job.counts()
+            rows.append({"target": name, "file": file, "partitions": job.status().height,
+                         **{o: counts.get(o, 0) for o in OUTCOMES if o in counts or o in ("accepted", "rejected")},
                          "seconds": round(time.monotonic() - started, 2)})
         stored = sb.state()
     print("\n=== summary (outcomes per input row)")
     with pl.Config(tbl_width_chars=160, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
-        print(pl.DataFrame(rows).fill_null(0))
+        summary = pl.DataFrame(rows).fill_null(0)
+        order = ["target", "file", "partitions", *(o for o in OUTCOMES if o in summary.columns), "seconds"]
+        print(summary.select(order))
     print("sandbox now holds: "
           f"{sum(len(b) for b in stored['dotdigital']['address_books'].values())} Dotdigital contacts, "
           f"{sum(len(c) for c in stored['dotdigital']['collections'].values())} collection records, "
@@ -230,7 +246,13 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     from crmframes.sandbox import CREDS, Sandbox
 
-    app = Sandbox(**_knobs(args))
+    from crmframes.sandbox import _quiet_dropped_answers
+
+    try:
+        app = Sandbox(**_knobs(args))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    _quiet_dropped_answers()
     print(f"crmframes sandbox on http://127.0.0.1:{args.port} (Ctrl-C stops it); any non-empty "
           f"credentials work, e.g. Dotdigital {CREDS['dotdigital'][0]!r}. State: GET /_sandbox/state")
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off")
@@ -242,6 +264,11 @@ def _knob_flags(sp: argparse.ArgumentParser) -> None:
                        ("p5xx", float), ("p-drop", float), ("p-job-fail", float), ("seed", int)):
         sp.add_argument(f"--{knob}", type=kind, default=None, dest=knob.replace("-", "_"),
                         help="sandbox knob" if knob != "time-scale" else "multiplies vendor intervals")
+    sp.add_argument("--variant", action="append", metavar="NAME",
+                    help="an answer variant real services show (crmframes.sandbox.VARIANTS), repeatable")
+    sp.add_argument("--status", action="append", metavar="ENDPOINT=WORD",
+                    help="end imports of an endpoint (contacts, transactional, insight, qualtrics) with this "
+                         "status word, e.g. contacts=RejectedByWatchdog; repeat to mix words evenly")
 
 
 def main(argv: list[str] | None = None) -> int:

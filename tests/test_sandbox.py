@@ -30,7 +30,8 @@ def served() -> Iterator[ServedSandbox]:
 @pytest.fixture
 def sb(served: ServedSandbox) -> ServedSandbox:
     httpx.post(served.url + "/_sandbox/reset")
-    served.config(latency=0, job_duration=0.3, time_scale=1, p429=0, p5xx=0, p_drop=0, p_job_fail=0, seed=1)
+    served.config(latency=0, job_duration=0.3, time_scale=1, p429=0, p5xx=0, p_drop=0, p_job_fail=0, seed=1,
+                  status_mix={}, variants=[])
     return served
 
 
@@ -474,3 +475,85 @@ def test_the_seed_makes_injected_faults_reproducible():
     first = codes(7)
     assert first == codes(7) and {429, 503, 404} <= set(first)
     assert first != codes(8)
+
+
+# --- the seeds' rules, checked on what the sandbox receives (CONTRACTS §4–§6) ---------------
+
+
+def test_qualtrics_puts_contacts_that_break_the_seeds_rules_in_unprocessed(sb):
+    base = "/API/v3/directories/POOL_1"
+    with client(sb, headers=QX) as c:
+        bid = c.post(f"{base}/transactionbatches", json={"transactionIds": []}).json()["result"]["id"]
+        contacts = [
+            {"email": "a@example.com", "transactionData": {"order": "1"}},
+            {"email": "b@example.com", "phone": "+44 1", "transactionData": {"order": "2"}},  # not a contact key
+            {"email": "c@example.com", "transactionData": {}},  # must match at least one field
+            {"email": "d@example.com", "transactionData": {"other": "x"}},  # matches no field
+        ]
+        r = c.post(f"{base}/mailinglists/CG_1/transactioncontacts",
+                   json={"transactionMeta": {"batchId": bid, "fields": ["order"]}, "contacts": contacts})
+        assert r.json()["result"]["contacts"]["unprocessed"] == [1, 2, 3]
+        no_meta = c.post(f"{base}/mailinglists/CG_1/transactioncontacts", json={"contacts": contacts[:1]})
+        bad_fields = c.post(f"{base}/mailinglists/CG_1/transactioncontacts",
+                            json={"transactionMeta": {"batchId": bid, "fields": [1]}, "contacts": contacts[:1]})
+    assert no_meta.status_code == 400 and "batchId" in no_meta.json()["meta"]["error"]["errorMessage"]
+    assert bad_fields.status_code == 400 and "strings" in bad_fields.json()["meta"]["error"]["errorMessage"]
+
+
+def test_qualtrics_creates_no_transaction_for_a_batch_that_does_not_exist_and_reports_each_row(sb):
+    url = "/API/v3/directories/POOL_1/mailinglists/CG_1/transactioncontacts"
+    contacts = [{"email": f"{i}@example.com", "transactionData": {"order": str(i)}} for i in range(150)]
+    with client(sb, headers=QX) as c:
+        iid = c.post(url, json={"transactionMeta": {"batchId": "BT_missing", "fields": ["order"]},
+                                "contacts": contacts}).json()["result"]["id"]
+        done = wait_until(lambda: (s := c.get(f"{url}/{iid}").json()["result"])["status"] == "complete" and s)
+        report = f"/API/v3/directories/POOL_1/imports/api-import/jobs/{iid}/report"
+        first = c.get(report).json()
+        second = c.get(report, params={"skipToken": first["skipToken"]}).json()
+    assert done["contacts"]["count"]["added"] == 150 and done["transactions"]["count"] == {"created": 0}
+    entries = first["results"]["importReportEntries"] + second["results"]["importReportEntries"]
+    assert len(entries) == 150 and second["skipToken"] is None
+    assert {(e["importStatus"], e["transactionStatus"]) for e in entries} == {("success", "failure")}
+    assert [e["sourceIndexId"] for e in entries] == [str(i) for i in range(150)]
+
+
+def test_qualtrics_status_variants_say_done_only_through_the_percentage(sb):
+    sb.config(variants=["qualtrics_percent_string", "qualtrics_percent_only"])
+    url = "/API/v3/directories/POOL_1/mailinglists/CG_1/transactioncontacts"
+    with client(sb, headers=QX) as c:
+        iid = c.post(url, json={"contacts": [{"email": "a@example.com"}]}).json()["result"]["id"]
+        done = wait_until(lambda: (s := c.get(f"{url}/{iid}").json()["result"])["percentComplete"] == "100.0" and s)
+    assert done["status"] == "in progress"
+
+
+def test_dengage_fails_records_over_the_documented_lengths_and_applies_the_seeds_defaults(sb):
+    sb.config(time_scale=0.001)
+    with client(sb) as c:
+        auth = {"Authorization": "Bearer " + dn_login(c)}
+        body = bulk([{"contact_key": "k1", "gsm": "1" * 21}, {"contact_key": "k2", "birth_date": "1984-09-11 00:00"},
+                     {"contact_key": "k3", "name": "n" * 100}], columns=["contact_key", "gsm", "birth_date", "name"])
+        r = c.post("/rest/bulk/contacts", headers=auth, json=body)
+        assert r.json()["data"]["inserted"] == ["k3"] and len(r.json()["data"]["errors"]) == 2
+        time.sleep(0.07)
+        strict = {k: v for k, v in body.items() if k != "throwExceptionIfInvalidRecord"}  # default: true
+        assert c.post("/rest/bulk/contacts", headers=auth, json=strict).status_code == 400
+        time.sleep(0.07)
+        renamed = bulk([{"contact_key": "k3", "new_contact_key": "k4"}], columns=["contact_key", "new_contact_key"])
+        assert c.post("/rest/bulk/contacts", headers=auth, json=renamed).status_code == 400
+        time.sleep(0.07)
+        no_insert = {**bulk([{"contact_key": "k9"}]), "insertIfNotExists": None}  # default: false
+        assert "does not exist" in c.post("/rest/bulk/contacts", headers=auth, json=no_insert).json()["data"]["errors"][0]
+
+
+def test_status_mix_and_variants_are_checked_knobs(sb):
+    with client(sb) as c:
+        assert "unknown endpoint" in c.post("/_sandbox/config", json={"status_mix": {"nope": {"x": 1}}}).json()["error"]
+        assert "unknown variant" in c.post("/_sandbox/config", json={"variants": ["shiny"]}).json()["error"]
+        ok = c.post("/_sandbox/config", json={"status_mix": {"contacts": {"RejectedByWatchdog": 1}},
+                                               "variants": ["dengage_top_level"]}).json()
+    assert ok["status_mix"] == {"contacts": {"RejectedByWatchdog": 1.0}} and ok["variants"] == ["dengage_top_level"]
+    with client(sb, auth=DD) as c:
+        iid = c.post("/v2/address-books/5/contacts/import/with-merge-option/0", **multipart(CSV)).json()["id"]
+        assert wait_until(lambda: c.get(f"/v2/contacts/import/{iid}").json()["status"] == "RejectedByWatchdog")
+        assert c.get(f"/v2/contacts/import/{iid}/report").status_code == 400
+    assert sb.state()["dotdigital"]["address_books"] == {}

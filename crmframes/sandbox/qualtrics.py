@@ -39,7 +39,7 @@ EMAIL = re.compile(r"^[^\s@\"(),:;<>\[\]\\]+@[^\s@\"(),:;<>\[\]\\.]+(\.[^\s@\"()
 # the keys of a transaction contact (the seed; the client generated from Qualtrics' OpenAPI)
 CONTACT_KEYS = frozenset({"firstName", "lastName", "email", "extRef", "embeddedData", "language", "unsubscribed",
                           "transactionData"})
-DONE = ("complete",)
+DONE = ("complete", "completed")  # [I] no document enumerates the words
 
 
 def meta(status: int) -> dict[str, Any]:

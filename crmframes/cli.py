@@ -14,8 +14,8 @@ import polars as pl
 
 from crmframes._errors import ConfigError, CrmError
 from crmframes._pipeline import plan as plan_frame
-from crmframes._report import OUTCOMES
 from crmframes._pipeline import validate as validate_frame
+from crmframes._report import OUTCOMES
 from crmframes._target import Target, registered, target_class
 
 # target name → (connection factory, method name)
@@ -244,9 +244,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from crmframes.sandbox import CREDS, Sandbox
-
-    from crmframes.sandbox import _quiet_dropped_answers
+    from crmframes.sandbox import CREDS, Sandbox, _quiet_dropped_answers
 
     try:
         app = Sandbox(**_knobs(args))

@@ -99,7 +99,7 @@ def test_every_documented_terminal_status_ends_the_job_with_the_right_outcomes(e
     ("insight", "Processing"), ("qualtrics", "waiting"),
 ])
 def test_an_import_that_never_ends_is_pending_at_the_deadline_and_the_job_stays_resumable(endpoint, word):
-    job, state, frame = run(endpoint, {"status_mix": {endpoint: {word: 1}}}, poll_deadline=300)
+    job, _, _ = run(endpoint, {"status_mix": {endpoint: {word: 1}}}, poll_deadline=300)
     assert not job.done and job.state.stopped == "pending"
     sent = job.report().filter(pl.col("outcome") != "invalid")
     assert set(sent["outcome"]) == {"pending"}
@@ -277,7 +277,7 @@ def test_dengage_sends_only_import_enabled_columns(conns):
 def test_dengage_refuses_new_contact_key_with_insert_if_not_exists(conns):
     _, _, dn = conns
     frame = pl.DataFrame({"contact_key": ["a"], "new_contact_key": ["b"]})
-    with pytest.raises(cf.FrameError, match="new_contact_key .* cannot be combined with insertIfNotExists"):
+    with pytest.raises(cf.FrameError, match=r"new_contact_key .* cannot be combined with insertIfNotExists"):
         frame.crm.plan(dn.contacts(insert_if_not_exists=True, columns=["contact_key", "new_contact_key"]))
     body = json.loads(next(iter(frame.crm.payloads(
         dn.contacts(insert_if_not_exists=False, columns=["contact_key", "new_contact_key"])))).body)

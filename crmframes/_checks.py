@@ -94,18 +94,34 @@ def not_null(column: str, what: str) -> Check:
                  pl.col(column).is_null())
 
 
-def email(column: str, what: str = "email") -> Check:
+def _bad_email(value: pl.Expr) -> pl.Expr:
+    return ~value.str.contains(EMAIL_PATTERN) | (value.str.len_bytes() > MAX_EMAIL)
+
+
+def emails(column: str, what: str = "email") -> list[Check]:
+    """Two checks: an address that is valid once its edge spaces are stripped (say so: the
+    fix is one call), and an address that is not valid at all."""
     value = pl.col(column).cast(pl.String)
-    bad = (
-        ~value.str.contains(EMAIL_PATTERN)
-        | (value.str.len_bytes() > MAX_EMAIL)
-    )
-    return Check(
-        column, "invalid_email",
-        f"{what} is not a valid email address (one '@', a dotted domain, no spaces, "
-        f"at most {MAX_EMAIL} bytes); correct it or drop the row.",
-        value.is_not_null() & bad,
-    )
+    stripped = value.str.strip_chars()
+    padded = value.is_not_null() & (stripped != value) & ~_bad_email(stripped)
+    return [
+        Check(column, "email_spaces",
+              f"{what} has spaces (or tabs, line breaks) at its start or end, which the vendor refuses; strip "
+              f"them: df.with_columns(pl.col({column!r}).str.strip_chars()).", padded),
+        Check(column, "invalid_email",
+              f"{what} is not a valid email address (one '@', a dotted domain, no spaces, "
+              f"at most {MAX_EMAIL} bytes); correct it or drop the row.",
+              value.is_not_null() & _bad_email(value) & ~padded),
+    ]
+
+
+def email(column: str, what: str = "email") -> Check:
+    """Any address the vendor would refuse (edge spaces included), as one check."""
+    value = pl.col(column).cast(pl.String)
+    return Check(column, "invalid_email",
+                 f"{what} is not a valid email address (one '@', a dotted domain, no spaces, "
+                 f"at most {MAX_EMAIL} bytes); correct it or drop the row.",
+                 value.is_not_null() & _bad_email(value))
 
 
 def max_chars(column: str, limit: int, what: str) -> Check:
@@ -138,6 +154,8 @@ def finite(schema: pl.Schema, columns: Iterable[str]) -> list[Check]:
         if cond is not None:
             out.append(Check(c, "not_finite",
                              f"{c!r} holds NaN or infinity, which JSON and the vendor cannot "
-                             "represent; replace it with a number or null (fill_nan).",
+                             "represent; replace it with a number or null: "
+                             f"df.with_columns(pl.when(pl.col({c!r}).is_finite()).then(pl.col({c!r}))) "
+                             "turns both into null (fill_nan alone leaves infinity).",
                              cond))
     return out

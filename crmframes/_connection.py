@@ -44,15 +44,20 @@ class Secret:
 
 def option(value: str | None, env: str, default: str | None = None) -> str | None:
     """An argument, else the environment variable, else the default (empty counts as unset)."""
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{env.split('_', 1)[1].lower()} must be a string; got {value!r}")
     if value is not None and value != "":
         return value
     from_env = os.environ.get(env)
     return from_env if from_env else default
 
 
-def secret(value: str | Secret | None, env: str) -> Secret | None:
+def secret(value: str | Secret | None, env: str, argument: str | None = None) -> Secret | None:
     if isinstance(value, Secret):
         return value
+    if value is not None and not isinstance(value, str):  # the value is a secret: never echo it
+        name = argument or env.split("_", 1)[1].lower()
+        raise ConfigError(f"{name} must be a string; got a {type(value).__name__}")
     raw = option(value, env)
     return Secret(raw) if raw else None
 
@@ -71,7 +76,9 @@ def host(region: str, hosts: Mapping[str, str], what: str, env: str) -> str:
     return hosts[region]
 
 
-def clean_base_url(url: str) -> str:
+def clean_base_url(url: object) -> str:
+    if not isinstance(url, str):
+        raise ConfigError(f"base_url must be a URL string such as 'https://r1-api.dotdigital.com'; got {url!r}")
     url = url.rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"base_url must start with http:// or https://; got {url!r}")
@@ -90,6 +97,11 @@ class Connection:
 
     def auth_headers(self, token: str | None) -> dict[str, str]:
         """Headers that authenticate a call (``token`` from ``login`` where there is one)."""
+        raise NotImplementedError
+
+    def check_credentials(self) -> None:
+        """Raise ``CredentialsError`` naming the argument and variable to set when a credential
+        is missing; called before a job is journalled, so nothing is recorded that cannot run."""
         raise NotImplementedError
 
     def login(self) -> Request | None:

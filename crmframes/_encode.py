@@ -82,7 +82,9 @@ def json_ready(expr: pl.Expr, dtype: DType, fmt: DateFormats = ISO) -> pl.Expr:
     if isinstance(dtype, (pl.Datetime, pl.Date, pl.Time)):
         return temporal_text(expr, dtype, fmt)
     if isinstance(dtype, pl.Decimal):
-        return expr.cast(pl.Float64)  # vendors take JSON numbers, not decimal strings
+        # vendors take JSON numbers, and a float would lose digits past 15-17: write the exact
+        # decimal text as a marked string, which ``decimals_as_numbers`` unquotes after encoding
+        return pl.lit(DECIMAL_MARK) + expr.cast(pl.String)
     if isinstance(dtype, (pl.Categorical, pl.Enum)):
         return expr.cast(pl.String)
     if isinstance(dtype, pl.Array):
@@ -97,6 +99,29 @@ def json_ready(expr: pl.Expr, dtype: DType, fmt: DateFormats = ISO) -> pl.Expr:
     return expr
 
 
+# A marker no encoded string can otherwise start with: json_encode writes the NUL as \u0000
+DECIMAL_MARK = "\x00crmframes-decimal:"
+_MARKED = '"' + pl.escape_regex(json.dumps(DECIMAL_MARK)[1:-1]) + r'(-?[0-9]+(?:\.[0-9]+)?)"'
+
+
+def has_decimal(dtype: DType) -> bool:
+    if isinstance(dtype, pl.Decimal):
+        return True
+    if isinstance(dtype, pl.Struct):
+        return any(has_decimal(f.dtype) for f in dtype.fields)
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return has_decimal(dtype.inner)
+    return False
+
+
+def decimals_as_numbers(encoded: pl.Expr, dtypes: Iterable[DType]) -> pl.Expr:
+    """Unquote the marked decimal texts of ``json_ready`` into JSON numbers, every digit kept
+    (a no-op unless one of ``dtypes`` holds a Decimal)."""
+    if not any(has_decimal(d) for d in dtypes):
+        return encoded
+    return encoded.str.replace_all(_MARKED, "${1}")
+
+
 def json_fields(columns: Sequence[tuple[str, pl.Expr, DType]], fmt: DateFormats = ISO) -> pl.Expr | None:
     """The struct ``json_object`` encodes (None when there are no columns): nest it in a
     larger struct to encode a whole record in one pass, which measured 1.3–1.6× faster
@@ -108,7 +133,9 @@ def json_fields(columns: Sequence[tuple[str, pl.Expr, DType]], fmt: DateFormats 
 def json_object(columns: Sequence[tuple[str, pl.Expr, DType]], fmt: DateFormats = ISO) -> pl.Expr:
     """One JSON object per row, keys in the given order: ``[(key, expr, dtype), ...]``."""
     fields = json_fields(columns, fmt)
-    return pl.lit("{}") if fields is None else fields.struct.json_encode()
+    if fields is None:
+        return pl.lit("{}")
+    return decimals_as_numbers(fields.struct.json_encode(), (d for _, _, d in columns))
 
 
 def json_key(name: str) -> str:

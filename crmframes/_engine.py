@@ -15,12 +15,19 @@ import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from crmframes._connection import Connection
-from crmframes._errors import AuthenticationError, CrmError, FrameError, VendorError, VendorUnavailableError
+from crmframes._errors import (
+    AuthenticationError,
+    ConfigError,
+    CrmError,
+    FrameError,
+    VendorError,
+    VendorUnavailableError,
+)
 from crmframes._events import (
     FAILED,
     FINISHED,
@@ -44,7 +51,34 @@ from crmframes._retry import RetryPolicy
 from crmframes._target import Target
 
 if TYPE_CHECKING:
-    from crmframes._job import Job
+    from collections.abc import Iterator
+
+    import polars as pl
+
+    from crmframes._events import JobState
+    from crmframes._pipeline import Payload
+
+
+class Job(Protocol):
+    """What a job's run reads and calls (``_job.Job`` is one): the engine imports no job
+    module, so data flows one way, job → engine (DESIGN §4)."""
+
+    id: str
+    target: Target
+    state: JobState
+    retry: RetryPolicy
+    context: Any
+    hashes: list[str]
+    resend_in_doubt: bool
+    max_reject_rate: float | None
+    error: CrmError | None
+
+    def emit(self, event: Any) -> None: ...
+    def stop_reason(self) -> tuple[str, str] | None: ...
+    def set_context(self, context: Any) -> None: ...
+    def on_retry(self, partition: int | None) -> Callable[[str, str, float, int | None], None]: ...
+    def payload_iter(self) -> Iterator[tuple[Payload, str]]: ...
+    def lineage(self, partition: int) -> tuple[pl.Series, pl.Series | None]: ...
 
 # In-flight submits per account when the vendor documents no concurrency limit [I]
 DEFAULT_INFLIGHT = 8
@@ -331,7 +365,13 @@ async def run(job: Job) -> None:
     target = job.target
     s = eng.session(target.connection)
     budget = eng.budget(target)
-    hold_until_done = target.limits.max_concurrent is not None
+    # A slot is held until the vendor finishes the import where the vendor counts running
+    # imports, else only while submitting. With max_reject_rate it is held until the import's
+    # verdict is known, and the first partition goes alone (a canary): the policy judges
+    # results before more is sent, whatever the endpoint (measured: benchmarks/README.md).
+    judged = job.max_reject_rate is not None
+    hold = "settled" if judged else ("vendor_done" if target.limits.max_concurrent is not None else "submitted")
+    canary: asyncio.Task[None] | None = None
     emit = job.emit
     try:
         async with asyncio.TaskGroup() as tg:
@@ -339,7 +379,7 @@ async def run(job: Job) -> None:
             for part in parts:
                 if part.state == SUBMITTED:
                     await budget.slots.acquire()
-                    tg.create_task(_partition(job, eng, s, budget, part.partition, None, hold_until_done))
+                    tg.create_task(_partition(job, eng, s, budget, part.partition, None, hold))
                 elif part.state == IN_DOUBT and (target.resend_safe or job.resend_in_doubt):
                     emit(Requeued(job.id, time.time(), part.partition,
                                   "re-sent: its first answer was lost" + ("" if target.resend_safe else
@@ -370,8 +410,11 @@ async def run(job: Job) -> None:
                     if job.stop_reason() is not None:
                         budget.slots.release()
                         break
-                    tg.create_task(_partition(job, eng, s, budget, payload.partition, payload, hold_until_done))
+                    task = tg.create_task(_partition(job, eng, s, budget, payload.partition, payload, hold))
                     del payload, p
+                    if judged and canary is None:
+                        canary = task
+                        await asyncio.wait({task})  # the canary's verdict decides whether more is sent
                 if to_send and job.stop_reason() is None:
                     raise FrameError(f"the frame changed: it no longer holds partition(s) {sorted(to_send)[:10]} of "
                                      f"job {job.id}. Resume with the same frame, or submit this one as a new job.")
@@ -414,7 +457,7 @@ def _first_crm_error(exc: BaseException) -> CrmError | None:
 
 
 async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partition: int, p: Any,
-                     hold_until_done: bool) -> None:
+                     hold: str) -> None:
     """Submit (or keep tracking) one partition and settle it; the slot is freed as soon as the
     vendor finishes the import, so the next partition starts at once (never in waves)."""
     part = job.state.partitions[partition]
@@ -431,7 +474,7 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partitio
     def on_note(n: Note) -> None:
         if n.state == "polled":
             emit(Polled(job.id, time.time(), partition, n.vendor_state, n.percent))
-        elif n.state == "vendor_done":
+        elif n.state == "vendor_done" and hold == "vendor_done":
             free()
 
     retry = job.on_retry(partition)
@@ -463,7 +506,7 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partitio
                 _settle(job, partition, sub.outcome)
                 return
             emit(Submitted(job.id, time.time(), partition, sub.import_id, sub.vendor_state, sub.early))
-            if not hold_until_done:
+            if hold == "submitted":
                 free()
         flow = target.track(part.import_id or "", part.early, job.context, part.rows)
         on_pause = lambda why, wait: emit(Waiting(job.id, time.time(), partition, why, wait))  # noqa: E731
@@ -471,6 +514,10 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partitio
                                                 on_retry=retry))
     except InDoubt as e:
         emit(Settled(job.id, time.time(), partition, IN_DOUBT, message=str(e)))
+    except ConfigError as e:  # e.g. credentials removed mid-job: refused before the request left
+        if part.state == SENDING:
+            emit(Requeued(job.id, time.time(), partition, str(e)))
+        raise
     except VendorError as e:
         if e.call == "submit" and not isinstance(e, (AuthenticationError, VendorUnavailableError)) \
                 and e.status != 404:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import datetime as dt
 import json
 import logging
 import time
@@ -61,10 +63,14 @@ class Job:
 
     def __init__(self, frame: Frame | None, target: Target, *, retry: RetryPolicy | None = None,
                  sinks: Iterable[Sink] = (), chunk_rows: int = CHUNK_ROWS, max_reject_rate: float | None = None,
-                 progress: bool | str | None = None,
+                 progress: bool | str | None = None, parent: tuple[str, pl.Series] | None = None,
                  _restore: tuple[str, Plan, list[str], pl.DataFrame] | None = None) -> None:
-        if max_reject_rate is not None and not 0 <= max_reject_rate <= 1:
-            raise ConfigError(f"max_reject_rate is a share of rows between 0 and 1; got {max_reject_rate!r}")
+        if isinstance(sinks, Iterable) and not isinstance(sinks, (str, bytes)):
+            sinks = list(sinks)  # a generator is read once: by the check, then kept
+        check_options(max_reject_rate=max_reject_rate, retry=retry, progress=progress, sinks=sinks)
+        # a retry_failed() job: its parent job and, per row of this job, the parent's row number
+        self.parent: str | None = None if parent is None else parent[0]
+        self.parent_rows: pl.Series | None = None if parent is None else parent[1]
         self.frame = frame
         self.target = target
         self.retry = retry or RetryPolicy()
@@ -80,14 +86,17 @@ class Job:
         self.journal = _journal.journal()
         if _restore is None:
             assert frame is not None
+            target.connection.check_credentials()  # before anything is journalled
             found = survey(frame, target, chunk_rows=chunk_rows)
             self.id = uuid.uuid4().hex[:12]
             self.plan, self.hashes, lineage = found.plan, found.hashes, found.lineage
             self.journal.create(self.id, target, self.plan, self.hashes, lineage,
-                                {"max_reject_rate": max_reject_rate})
+                                {"max_reject_rate": max_reject_rate}, parent=self.parent, parent_rows=self.parent_rows)
         else:
             self.id, self.plan, self.hashes, lineage = _restore
-        self._lineage = {int(k[0]): v for k, v in lineage.partition_by("partition", as_dict=True).items()}
+        sent = lineage.filter(pl.col("partition").is_not_null())
+        self._lineage = {int(k[0]): v for k, v in sent.partition_by("partition", as_dict=True).items()}
+        self._keys = lineage.select("row", "key")  # every row's key at submit: re-reads are checked against it
         self.state = JobState(self.id)
         self._sinks: list[Sink] = [self.state.apply, self.journal.record, log_event, *sinks]
         parts = tuple((int(i), int(r), int(b)) for i, r, b in
@@ -116,8 +125,11 @@ class Job:
                      row["input_rows"], row["invalid_rows"])
         hashes = [p["hash"] for p in parts]
         policy = json.loads(row["policy"])
+        parent_rows = jr.parent_rows(job_id)
         job = cls(frame, target, retry=retry, sinks=sinks, max_reject_rate=policy.get("max_reject_rate"),
-                  progress=progress, _restore=(job_id, plan_, hashes, pl.read_parquet(d / "lineage.parquet")))
+                  progress=progress, parent=None if row["parent"] is None or parent_rows is None
+                  else (row["parent"], parent_rows),
+                  _restore=(job_id, plan_, hashes, pl.read_parquet(d / "lineage.parquet")))
         if row["context"] is not None:
             job.context = json.loads(row["context"])
         now = time.time()
@@ -297,10 +309,15 @@ class Job:
             self.emit(Resumed(self.id, time.time()))
         return self.wait() if wait else self
 
-    def retry_failed(self, *, wait: bool = True) -> Job:
-        """A new job with the rows whose failure may be transient: not sent, in doubt (where a
-        repeat is safe), or in an import the vendor failed as a whole. Row-level vendor faults
-        (an unknown contact, a suppressed address) are not retried: fix those rows first."""
+    def retry_failed(self, *, wait: bool = True) -> Job | None:
+        """A new job with the rows whose failure may be transient: not sent, queued, in doubt
+        (where a repeat is safe), or in an import the vendor failed with a word after which a
+        repeat may work. Row-level vendor faults (an unknown contact, a suppressed address) are
+        not retried: fix those rows first.
+
+        The new job records this one as its parent and keeps this job's row numbers in its
+        report (``parent_row``). Returns None, with a warning, when no row may succeed on a
+        retry (nothing is journalled)."""
         rep = self.report()
         with self.state.lock:
             failed = [p.partition for p in self.state.partitions.values() if p.state == FAILED
@@ -310,13 +327,41 @@ class Job:
         if self.target.resend_safe:
             transient |= pl.col("outcome") == "in_doubt"
         rows = rep.filter(transient).get_column("row")
-        if self.frame is None:
-            raise FrameError("retry_failed needs the job's frame: cf.resume(job_id, frame) first")
-        lf = self.frame.lazy() if isinstance(self.frame, pl.DataFrame) else self.frame
-        picked = (lf.with_row_index("__row").filter(pl.col("__row").cast(pl.Int64).is_in(rows.implode()))
-                  .drop("__row").collect())
+        if rows.is_empty():
+            warnings.warn(CrmWarning(f"job {self.id}: no row failed in a way a repeat may fix (see job.failed_rows()); "
+                                     "nothing was retried"), stacklevel=2)
+            return None
+        picked = self._pick(rows).drop("__row")
+        parent_rows = rows if self.parent_rows is None else self.parent_rows.gather(rows)
         return submit(picked, self.target, wait=wait, retry=self.retry, max_reject_rate=self.max_reject_rate,
-                      progress=self.progress)
+                      progress=self.progress, parent=(self.parent or self.id, parent_rows))
+
+    def _pick(self, rows: pl.Series) -> pl.DataFrame:
+        """The input rows numbered ``rows``, re-read from the job's frame (``__row`` first), after
+        checking each one's key against the key journalled at submit: a source that was
+        rewritten (another order, other rows) is refused, never read by position."""
+        if self.frame is None:
+            raise FrameError(f"this resumed job has no frame: cf.resume({self.id!r}, frame) to read its input rows")
+        lf = self.frame.lazy() if isinstance(self.frame, pl.DataFrame) else self.frame
+        picked = (lf.with_row_index("__row").with_columns(pl.col("__row").cast(pl.Int64))
+                  .join(pl.LazyFrame({"__row": rows.cast(pl.Int64)}), on="__row", how="semi", maintain_order="left")
+                  .collect())
+        if picked.height != rows.n_unique():
+            raise FrameError(f"the frame of job {self.id} changed: it no longer has all of rows {rows.head(5).to_list()}"
+                             "…; pass the frame the job was submitted with.")
+        key = self.target.bind(picked.drop("__row").schema).report_key
+        if key is not None and self._keys.get_column("key").null_count() < self._keys.height:
+            now = picked.select(pl.col("__row").alias("row"), key.cast(pl.String).alias("now"))
+            cmp = now.join(self._keys, on="row", how="left")
+            changed = cmp.filter(~pl.col("now").eq_missing(pl.col("key")))
+            if changed.height:
+                row, got, was = changed.row(0)
+                raise FrameError(
+                    f"the frame changed since job {self.id} was submitted: input row {row} now holds {got!r} where "
+                    f"the journal has {was!r} ({changed.height:,} of {rows.len():,} rows differ). Rows are picked by "
+                    "number, so a re-read source must be the same file in the same order; pass the frame the job "
+                    "was submitted with.")
+        return picked
 
     # --- results ---
 
@@ -325,9 +370,12 @@ class Job:
         return _report.status(self.state)
 
     def report(self) -> pl.DataFrame:
-        """Exactly one row per input row: ``row, partition, import_id, outcome, reason, detail``."""
-        return _report.report(self.state, self.plan.partitions, self.plan.problems,
-                              running=self.state.stopped is None)
+        """Exactly one row per input row: ``row, partition, import_id, outcome, reason, detail``
+        (a ``retry_failed()`` job adds ``parent_row``, the row's number in the first job)."""
+        rep = _report.report(self.state, self.plan.partitions, self.plan.problems, running=self.state.stopped is None)
+        if self.parent_rows is not None:
+            rep = rep.with_columns(parent_row=self.parent_rows.cast(pl.Int64))
+        return rep
 
     def counts(self) -> dict[str, int]:
         """Rows per outcome."""
@@ -338,16 +386,13 @@ class Job:
         """The input rows whose outcome is rejected, invalid, not_sent or in_doubt.
 
         With ``with_reason`` (default) they come with ``row, outcome, reason, detail`` first;
-        ``with_reason=False`` gives only the input's columns, ready to fix and resubmit.
-        """
+        ``with_reason=False`` gives only the input's columns, ready to fix and resubmit. A
+        re-read source (a LazyFrame over a file) is checked against the keys journalled at
+        submit, and refused when it changed."""
         rep = self.report().filter(pl.col("outcome").is_in(FAILED_OUTCOMES))
-        if self.frame is None:
-            raise FrameError("this resumed job has no frame: cf.resume(job_id, frame) to see the input rows")
-        lf = self.frame.lazy() if isinstance(self.frame, pl.DataFrame) else self.frame
-        picked = (lf.with_row_index("__row").with_columns(pl.col("__row").cast(pl.Int64))
-                  .join(rep.lazy().select(pl.col("row").alias("__row"), "outcome", "reason", "detail"),
-                        on="__row", how="inner", maintain_order="left")
-                  .collect())
+        picked = self._pick(rep.get_column("row")).join(
+            rep.select(pl.col("row").alias("__row"), "outcome", "reason", "detail"), on="__row", how="inner",
+            maintain_order="left")
         if not with_reason:
             return picked.drop("__row", "outcome", "reason", "detail")
         cols = [c for c in picked.columns if c not in ("__row", "outcome", "reason", "detail")]
@@ -365,11 +410,13 @@ class Job:
 
 def submit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | None = None,
            retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (), max_reject_rate: float | None = None,
-           progress: bool | str | None = None) -> Job:
+           progress: bool | str | None = None, parent: tuple[str, pl.Series] | None = None) -> Job:
     """Plan, then send every partition under the vendor's limits; ``wait=False`` returns at once.
 
     ``progress``: None picks the notebook panel or terminal bars; False shows nothing."""
-    job = Job(frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate, progress=progress)
+    check_options(wait=wait, timeout=timeout)
+    job = Job(frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate, progress=progress,
+              parent=parent)
     if wait:
         return job.wait(timeout)
     job._start()
@@ -380,6 +427,7 @@ async def asubmit(frame: Frame, target: Target, *, wait: bool = True, timeout: f
                   retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (),
                   max_reject_rate: float | None = None, progress: bool | str | None = None) -> Job:
     """The async twin of ``submit`` (planning runs in a worker thread, not on your loop)."""
+    check_options(wait=wait, timeout=timeout)
     job = await asyncio.to_thread(Job, frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate,
                                   progress=progress)
     if wait:
@@ -388,9 +436,36 @@ async def asubmit(frame: Frame, target: Target, *, wait: bool = True, timeout: f
     return job
 
 
-def jobs() -> pl.DataFrame:
-    """Every journalled job (in ``$CRMFRAMES_HOME``, default ``~/.crmframes``), oldest first."""
-    return _journal.journal().jobs()
+def jobs(*, prune_older_than: str | float | dt.datetime | dt.date | None = None) -> pl.DataFrame:
+    """Every journalled job (in ``$CRMFRAMES_HOME``, default ``~/.crmframes``), oldest first:
+    its partitions counted by how they ended (finished, failed, refused, in_doubt, not_sent)
+    or where they are (in_flight, queued), and the job a retry came from (``parent``).
+
+    ``prune_older_than`` first removes the jobs last updated before then, with their lineage
+    and faults: an age such as ``"30d"``, ``"12h"`` or ``"90m"``, seconds, or a date/datetime."""
+    jr = _journal.journal()
+    if prune_older_than is not None:
+        jr.prune(cutoff(prune_older_than))
+    return jr.jobs()
+
+
+def cutoff(value: str | float | dt.datetime | dt.date) -> float:
+    """Epoch seconds before which a job counts as old: ``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``,
+    a number of seconds, an ISO date, a date or a datetime (naive ones are UTC)."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return time.time() - float(value)
+    if isinstance(value, str) and value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(value[:-1]) * units[value[-1]]
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC).timestamp()
+    raise ConfigError(f"prune_older_than must be an age such as '30d', '12h' or '90m', seconds, or a date; "
+                      f"got {value!r}")
 
 
 def resume(job_id: str, frame: Frame | None = None, *, connection: Any = None, wait: bool = True,
@@ -408,6 +483,7 @@ def resume(job_id: str, frame: Frame | None = None, *, connection: Any = None, w
     job.resend_in_doubt = resend_in_doubt
     if job.done:
         return job
+    job.target.connection.check_credentials()
     if wait:
         return job.wait(timeout)
     job._start()
@@ -430,6 +506,31 @@ def _rebuild_target(row: dict[str, Any], connection: Any) -> Target:
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     target: Target = cls(connection, **fields)  # type: ignore[call-arg]
     return target.with_limits(**limits) if limits else target
+
+
+def check_options(**given: Any) -> None:
+    """Every submit option's type and range, checked before anything runs (a ``ConfigError``
+    that names the option, what it got and what is allowed)."""
+    for name, value in given.items():
+        ok, allowed = _OPTION_RULES[name](value)
+        if not ok:
+            raise ConfigError(f"{name} must be {allowed}; got {value!r}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_OPTION_RULES: dict[str, Callable[[Any], tuple[bool, str]]] = {
+    "max_reject_rate": lambda v: (v is None or (_number(v) and 0 <= v <= 1), "None or a share of rows from 0 to 1"),
+    "retry": lambda v: (v is None or isinstance(v, RetryPolicy), "None or a cf.RetryPolicy(...)"),
+    "progress": lambda v: (v is None or isinstance(v, bool) or v in ("widget", "tqdm"),
+                           "True, False, None, 'widget' or 'tqdm'"),
+    "sinks": lambda v: (not isinstance(v, (str, bytes)) and isinstance(v, Iterable)
+                        and all(callable(x) for x in v), "a list of callables that take an event"),
+    "wait": lambda v: (isinstance(v, bool), "True or False"),
+    "timeout": lambda v: (v is None or (_number(v) and v >= 0), "None or seconds (a number >= 0)"),
+}
 
 
 def _with_hash(p: Payload) -> tuple[Payload, str]:

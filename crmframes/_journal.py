@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL,         -- planned | running | pending | paused | done | error
     message TEXT,
     context TEXT,                -- the job's set-up result (e.g. a Qualtrics batch id), JSON
-    policy TEXT NOT NULL         -- {"max_reject_rate": ...}
+    policy TEXT NOT NULL,        -- {"max_reject_rate": ...}
+    parent TEXT                  -- the job a retry_failed() job retries (its rows: parent_rows.parquet)
 );
 CREATE TABLE IF NOT EXISTS partitions (
     job_id TEXT NOT NULL REFERENCES jobs(job_id),
@@ -65,7 +67,7 @@ CREATE TABLE IF NOT EXISTS partitions (
 );
 """
 # columns added after a journal may have been created: (table, column, type)
-ADDED = (("partitions", "reconciled", "INTEGER"),)
+ADDED = (("partitions", "reconciled", "INTEGER"), ("jobs", "parent", "TEXT"))
 
 
 def home() -> Path:
@@ -77,13 +79,15 @@ class Journal:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root)
         self.lock = threading.Lock()
         self.db = sqlite3.connect(root / "journal.sqlite3", check_same_thread=False, isolation_level=None,
                                   timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        for f in root.glob("journal.sqlite3*"):  # the database, its WAL and shared-memory files
+            private_file(f)
         for table, column, kind in ADDED:
             have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
@@ -95,21 +99,25 @@ class Journal:
     # --- writing ---
 
     def create(self, job_id: str, target: Target, survey_plan: Any, hashes: list[str], lineage: pl.DataFrame,
-               policy: dict[str, Any]) -> None:
+               policy: dict[str, Any], *, parent: str | None = None, parent_rows: pl.Series | None = None) -> None:
         d = self.dir(job_id)
-        (d / "faults").mkdir(parents=True, exist_ok=True)
-        survey_plan.partitions.write_parquet(d / "plan.parquet")
-        survey_plan.problems.write_parquet(d / "problems.parquet")
-        lineage.write_parquet(d / "lineage.parquet")
+        for folder in (d.parent, d, d / "faults"):
+            private_dir(folder)
+        self._write(survey_plan.partitions, d / "plan.parquet")
+        self._write(survey_plan.problems, d / "problems.parquet")
+        self._write(lineage, d / "lineage.parquet")
+        if parent_rows is not None:
+            self._write(pl.DataFrame({"parent_row": parent_rows.cast(pl.Int64)}), d / "parent_rows.parquet")
         conn = target.connection
         now = time.time()
         with self.lock:
             self.db.execute("BEGIN")
             self.db.execute(
-                "INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO jobs (job_id, created_at, updated_at, target, options, connection, input_rows, "
+                "invalid_rows, state, message, context, policy, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, now, now, target.name, json.dumps(target_fields(target)),
                  json.dumps({"class": type(conn).__name__, "base_url": conn.base_url}),
-                 survey_plan.input_rows, survey_plan.invalid_rows, "planned", None, None, json.dumps(policy)))
+                 survey_plan.input_rows, survey_plan.invalid_rows, "planned", None, None, json.dumps(policy), parent))
             self.db.executemany(
                 "INSERT INTO partitions (job_id, partition, rows, bytes, hash, state) VALUES (?,?,?,?,?,?)",
                 [(job_id, int(i), int(r), int(b), h, ev.PLANNED) for (i, r, b), h in
@@ -153,7 +161,7 @@ class Journal:
                                 (j, e.partition))
         elif isinstance(e, ev.Settled):
             if e.faults is not None and e.faults.height:
-                e.faults.write_parquet(self.dir(j) / "faults" / f"{e.partition}.parquet")
+                self._write(e.faults, self.dir(j) / "faults" / f"{e.partition}.parquet")
             self._part(j, e.partition, state=e.state, vendor_state=e.vendor_state, message=e.message,
                        reason=e.reason, finished_at=e.at, imported=e.imported, rejected=e.rejected,
                        unmatched=e.unmatched, reconciled=e.reconciled)
@@ -168,21 +176,46 @@ class Journal:
 
     # --- reading ---
 
+    def _write(self, frame: pl.DataFrame, path: Path) -> None:
+        frame.write_parquet(path)
+        private_file(path)
+
     def jobs(self) -> pl.DataFrame:
+        """One row per job: partitions counted by how they ended (or where they are)."""
         with self.lock:
             cur = self.db.execute(
                 "SELECT j.job_id, j.created_at, j.updated_at, j.target, j.state, j.input_rows, j.invalid_rows, "
-                "COUNT(p.partition), SUM(p.state = 'finished'), SUM(p.state IN ('submitted', 'sending')), "
-                "SUM(p.state = 'planned'), SUM(p.state = 'in_doubt'), j.message "
+                "COUNT(p.partition), SUM(p.state = 'finished'), SUM(p.state = 'failed'), SUM(p.state = 'refused'), "
+                "SUM(p.state = 'in_doubt'), SUM(p.state = 'not_sent'), SUM(p.state IN ('submitted', 'sending')), "
+                "SUM(p.state = 'planned'), j.parent, j.message "
                 "FROM jobs j LEFT JOIN partitions p USING (job_id) GROUP BY j.job_id ORDER BY j.created_at")
             rows = cur.fetchall()
         schema = {"job_id": pl.String, "created_at": pl.Float64, "updated_at": pl.Float64, "target": pl.String,
                   "state": pl.String, "input_rows": pl.Int64, "invalid_rows": pl.Int64, "partitions": pl.Int64,
-                  "finished": pl.Int64, "in_flight": pl.Int64, "not_sent": pl.Int64, "in_doubt": pl.Int64,
+                  "finished": pl.Int64, "failed": pl.Int64, "refused": pl.Int64, "in_doubt": pl.Int64,
+                  "not_sent": pl.Int64, "in_flight": pl.Int64, "queued": pl.Int64, "parent": pl.String,
                   "message": pl.String}
         out = pl.DataFrame(rows, schema=schema, orient="row")
-        return out.with_columns(pl.from_epoch(pl.col(c), time_unit="s").dt.replace_time_zone("UTC")
-                                for c in ("created_at", "updated_at"))
+        counts = ["finished", "failed", "refused", "in_doubt", "not_sent", "in_flight", "queued"]
+        return out.with_columns(*(pl.from_epoch(pl.col(c), time_unit="s").dt.replace_time_zone("UTC")
+                                  for c in ("created_at", "updated_at")), pl.col(counts).fill_null(0))
+
+    def prune(self, before: float) -> list[str]:
+        """Remove every job last updated before ``before`` (epoch seconds), with its lineage,
+        plan and faults files; returns the removed job ids."""
+        with self.lock:
+            ids = [r[0] for r in self.db.execute("SELECT job_id FROM jobs WHERE updated_at < ?", (before,))]
+            self.db.execute("BEGIN")
+            self.db.executemany("DELETE FROM partitions WHERE job_id = ?", [(i,) for i in ids])
+            self.db.executemany("DELETE FROM jobs WHERE job_id = ?", [(i,) for i in ids])
+            self.db.execute("COMMIT")
+        for i in ids:
+            shutil.rmtree(self.dir(i), ignore_errors=True)
+        return ids
+
+    def parent_rows(self, job_id: str) -> pl.Series | None:
+        path = self.dir(job_id) / "parent_rows.parquet"
+        return pl.read_parquet(path).get_column("parent_row") if path.exists() else None
 
     def load(self, job_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         with self.lock:
@@ -200,6 +233,17 @@ class Journal:
     def faults(self, job_id: str, partition: int) -> pl.DataFrame | None:
         path = self.dir(job_id) / "faults" / f"{partition}.parquet"
         return pl.read_parquet(path) if path.exists() else None
+
+
+def private_dir(path: Path) -> None:
+    """A folder only its owner can open: the journal holds emails and other personal data."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+
+
+def private_file(path: Path) -> None:
+    if path.exists():
+        path.chmod(0o600)
 
 
 def target_fields(target: Target) -> dict[str, Any]:

@@ -213,12 +213,16 @@ def _duplicates(frame: Frame, binding: Binding) -> pl.DataFrame | None:
     twice = pl.concat(seen_twice)
     if twice.is_empty():
         return None
+    # the row sent for a repeated key is its first VALID occurrence: a first row that fails a
+    # check is never sent, so it must not push the valid repeat out too (null: none is valid)
+    valid = ~pl.any_horizontal([c.invalid.fill_null(False) for c in binding.checks]) if binding.checks \
+        else pl.lit(True)
     return (
-        lf.select(u.key.alias("_key"), hashed)
-        .with_row_index("_first")
+        lf.select(u.key.alias("_key"), hashed, valid.alias("_valid"))
+        .with_row_index("_i")
         .filter(pl.col("_h").is_in(twice.implode()))
         .group_by("_key")
-        .agg(pl.col("_first").min(), pl.len().alias("_n"))
+        .agg(pl.col("_i").filter(pl.col("_valid")).min().alias("_first"), pl.len().alias("_n"))
         .filter(pl.col("_n") > 1)
         .select("_key", pl.col("_first").cast(pl.Int64))
         .collect(engine="streaming")
@@ -241,6 +245,8 @@ class _Pass:
 
     problems: list[pl.DataFrame] = field(default_factory=list)
     input_rows: int = 0
+    # rows never sent (invalid, too large) with their keys: the lineage covers every row
+    unsent: list[pl.DataFrame] = field(default_factory=list)
 
 
 def _check_exprs(binding: Binding) -> list[pl.Expr]:
@@ -283,8 +289,8 @@ def _row_problems(batch: pl.DataFrame, binding: Binding, rows: np.ndarray,
             frames.append(pl.DataFrame({
                 "row": hit, "column": [u.column] * len(hit), "code": ["duplicate_key"] * len(hit),
                 "problem": [f"duplicate {u.what}: the vendor rejects repeats within an import; "
-                            f"row {int(f)} has the same value and is sent instead. Drop or merge "
-                            "the duplicates (unique(keep='first'))." for f in first[m]],
+                            f"row {int(f)}, the first valid row with the same value, is sent instead. "
+                            "Drop or merge the duplicates." for f in first[m]],
             }, schema=PROBLEM_SCHEMA))
     return (pl.concat(frames) if frames else pl.DataFrame(schema=PROBLEM_SCHEMA)), ~bad
 
@@ -302,6 +308,7 @@ class _Encoded:
     # that hold them; segment i starts at byte starts[i] (see span)
     starts: np.ndarray | None = None
     segments: list[memoryview] = field(default_factory=list)
+    unsent: pl.DataFrame | None = None  # rows dropped here (invalid, too large) and their keys
 
     def span(self, lo: int, hi: int) -> list[memoryview]:
         """Bytes ``lo:hi`` of the valid rows' bytes, without copying them."""
@@ -396,6 +403,8 @@ def _encode_batch(batch: pl.DataFrame, first_row: int, exprs: list[pl.Expr], bin
         ok &= ~big
     keys = out.get_column("_k").filter(pl.Series(ok)) if with_keys else None
     done = _Encoded(batch.height, rows[ok], problems, keys, lengths[ok])
+    if with_keys and not ok.all():
+        done.unsent = pl.DataFrame({"row": rows[~ok], "key": out.get_column("_k").filter(pl.Series(~ok)).cast(pl.String)})
     if bodies and ok.any():
         done.starts, done.segments = _segments(out.get_column("_r"), ok, int(done.lengths.sum()))
     return done
@@ -470,6 +479,8 @@ def run(frame: Frame, binding: Binding, *, bodies: Literal["pieces", "bytes"] | 
         stats.input_rows += b.height
         if b.problems.height:
             stats.problems.append(b.problems)
+        if b.unsent is not None:
+            stats.unsent.append(b.unsent)
         rows, lengths, keys = b.rows, b.lengths, b.keys
         offs = np.concatenate([[0], np.cumsum(lengths)]) if bodies is not None else None  # row i: offs[i]:offs[i + 1]
         for cut in part.feed(lengths):
@@ -513,11 +524,13 @@ def validate(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> p
     binding = bind(frame, target)
     stats = _Pass()
     if binding.problems:
-        # The frame cannot be encoded; still report every row-level problem we can check.
+        # The frame cannot be encoded; still report every row-level problem we can check,
+        # repeated keys included, so fixing the frame reveals no new ones
+        dups = _duplicates(frame, binding)
         for batch in _batches(frame, chunk_rows):
             rows = np.arange(stats.input_rows, stats.input_rows + batch.height, dtype=np.int64)
             stats.input_rows += batch.height
-            problems, _ = _row_problems(batch, binding, rows, None)
+            problems, _ = _row_problems(batch, binding, rows, dups)
             if problems.height:
                 stats.problems.append(problems)
         return collect_problems(stats, binding)
@@ -605,4 +618,6 @@ def survey(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Sur
     problems = collect_problems(stats, binding)
     invalid = problems.filter(pl.col("row").is_not_null()).get_column("row").n_unique()
     p = Plan(target, partitions, problems, stats.input_rows, invalid, binding.notes)
+    lineage += [u.select(pl.lit(None, pl.Int64).alias("partition"), pl.col("row").cast(pl.Int64), "key")
+                for u in stats.unsent]  # never sent: no partition, the key still identifies the row
     return Survey(p, hashes, pl.concat(lineage) if lineage else pl.DataFrame(schema=LINEAGE_SCHEMA))

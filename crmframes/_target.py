@@ -148,6 +148,25 @@ class Binding:
     notes: tuple[str, ...] = ()  # where columns go, for the plan (e.g. Qualtrics embeddedData)
 
 
+def check_column(value: object, option: str, *, optional: bool = True) -> None:
+    """A target option that names one frame column."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{option} must name a column of the frame (a string){' or be None' if optional else ''}; "
+                          f"got {value!r}")
+
+
+def as_names(value: object, option: str) -> tuple[str, ...] | None:
+    """A target option that lists frame columns: a list or tuple of strings (or None)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or \
+            not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{option} must be a list of column names (strings), e.g. [\"a\", \"b\"]; got {value!r}")
+    return tuple(value)
+
+
 def check_deadline(seconds: object) -> None:
     """``poll_deadline``: vendor seconds of polling one import before it is reported pending."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
@@ -208,11 +227,21 @@ class Target:
         Raising a limit above the vendor's is refused: the vendor would reject the request.
         """
         new = copy.copy(self)
+        vendor = type(self).limits
         for k, v in changes.items():
-            vendor = getattr(self.limits, k)
-            counted = k in ("max_bytes", "max_records", "max_concurrent") and v is not None
-            if counted and (not isinstance(v, int) or v < 1 or (vendor is not None and v > vendor)):
-                raise ConfigError(f"{k} must be an integer from 1 to the vendor's {vendor}; got {v!r}")
+            if k not in TIGHTENABLE:
+                raise ConfigError(f"with_limits takes {', '.join(TIGHTENABLE)}; got {k!r}.{did_you_mean(k, TIGHTENABLE)}")
+            most = getattr(vendor, k)
+            if k == "min_interval":
+                least = most or 0.0
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not least <= v < math.inf:
+                    raise ConfigError(f"min_interval must be seconds between calls, at least the vendor's {least:g}; "
+                                      f"got {v!r}")
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1 or (most is not None and v > most):
+                bound = f"from 1 to {most:,} (the vendor's limit)" if most is not None else \
+                    "of at least 1 (the vendor sets no limit)"
+                raise ConfigError(f"{k} must be an integer {bound}; got {v!r}")
         object.__setattr__(new, "limits", dataclasses.replace(self.limits, **changes))
         return new
 
@@ -223,6 +252,9 @@ class Target:
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())
         return f"<{self.name} {opts}>"
+
+
+TIGHTENABLE = ("max_bytes", "max_records", "max_concurrent", "min_interval")
 
 
 # --- registry: one declaration per endpoint; duplicate names fail loudly -------------

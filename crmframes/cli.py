@@ -187,8 +187,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_jobs(args: argparse.Namespace) -> int:
     from crmframes._job import jobs
 
+    before = len(jobs()) if args.older_than else 0
+    frame = jobs(prune_older_than=args.older_than)
+    if args.older_than:
+        print(f"pruned {before - frame.height} job(s) last updated more than {args.older_than} ago, with their "
+              "lineage")
     with pl.Config(tbl_rows=50, tbl_width_chars=200, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
-        frame = jobs()
         print(frame.drop("updated_at") if frame.height else "no jobs in the journal")
     return 0
 
@@ -292,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     _knob_flags(sp)
     sp.set_defaults(fn=cmd_submit)
     sp = sub.add_parser("jobs", help="list the journalled jobs")
+    sp.add_argument("--older-than", metavar="AGE", help="first remove the jobs last updated more than AGE ago "
+                                                         "(e.g. 30d, 12h, or a date 2026-11-01), with their lineage")
     sp.set_defaults(fn=cmd_jobs)
     sp = sub.add_parser("resume", help="finish a journalled job (credentials from the environment)")
     sp.add_argument("job", help="the job id (crmframes jobs)")

@@ -33,12 +33,12 @@ from tests.conftest import sample
         (lambda dd, qx, dn: qx.transaction_contacts("POOL_1", "ML_1"), "starting with 'CG_'"),
         (lambda dd, qx, dn: qx.transaction_contacts("POOL_1", "CG_1", transaction_fields=["a"], embedded_fields=["a"]),
          "embeddedData keys must not overlap transaction_fields"),
-        (lambda dd, qx, dn: qx.transaction_contacts("POOL_1", "CG_1", transaction_fields="a"), "lists of column names"),
+        (lambda dd, qx, dn: qx.transaction_contacts("POOL_1", "CG_1", transaction_fields="a"), "transaction_fields must be a list of column names"),
         (lambda dd, qx, dn: dn.contacts(insert_if_not_exists="yes"), "must be True or False"),
         (lambda dd, qx, dn: cf.Dotdigital(region="r9"), "region must be one of 'r1', 'r2', 'r3'"),
         (lambda dd, qx, dn: cf.Dengage(region="mars"), "region must be one of"),
         (lambda dd, qx, dn: cf.Qualtrics("t"), "Qualtrics needs datacenter="),
-        (lambda dd, qx, dn: dd.contacts(1).with_limits(max_bytes=60_000_000), "to the vendor's 50000000"),
+        (lambda dd, qx, dn: dd.contacts(1).with_limits(max_bytes=60_000_000), "from 1 to 50,000,000 (the vendor's limit)"),
     ],
 )
 def test_bad_options_raise_a_config_error_that_says_what_is_allowed(conns, build, expected):
@@ -107,7 +107,7 @@ def test_row_problems_cover_nulls_emails_nan_duplicates_length_and_size(conns):
         (3, "order_id", "duplicate_key"), (4, "order_id", "too_long"), (5, "total", "not_finite"),
         (6, "email", "missing_value"), (7, None, "row_too_large"),
     }
-    assert "row 0 has the same value" in problems.filter(pl.col("code") == "duplicate_key")["problem"][0]
+    assert "row 0, the first valid row with the same value" in problems.filter(pl.col("code") == "duplicate_key")["problem"][0]
     assert "2,000 bytes per request" in problems.filter(pl.col("code") == "row_too_large")["problem"][0]
     plan = df.crm.plan(t)
     assert plan.invalid_rows == 7 and plan.valid_rows == 1
@@ -196,7 +196,7 @@ def test_duplicate_keys_are_flagged_after_their_first_row_whatever_the_pass_coun
                                                                         key="order_id", contact="email"))
     dup = problems.filter(pl.col("code") == "duplicate_key")
     assert dup["row"].to_list() == list(range(40, 100))  # every repeat, never the first occurrence
-    assert all(f"row {r % 40} has the same value" in text for r, text in zip(dup["row"], dup["problem"], strict=True))
+    assert all(f"row {r % 40}, the first valid row" in text for r, text in zip(dup["row"], dup["problem"], strict=True))
     assert set(problems.filter(pl.col("row").is_in([100, 101]))["code"]) == {"missing_value"}
 
 

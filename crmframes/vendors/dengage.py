@@ -17,7 +17,7 @@ from crmframes._connection import Connection, Secret, clean_base_url, fingerprin
 from crmframes._encode import DateFormats, json_object
 from crmframes._errors import ConfigError, did_you_mean
 from crmframes._flow import DONE, FAILED, Fault, Outcome, Reply, Request, Status, Statuses, Submission, Totals, member
-from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, UniqueKey, register
+from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, UniqueKey, as_names, register
 
 DN_BULK = "https://dev.dengage.com/reference/updatecontactsbulk"
 HOSTS = {r: f"https://{r}-api.dengage.com" for r in ("tr", "us", "eu", "ru", "sa", "dev")}  # DN-SFCC
@@ -70,6 +70,9 @@ class Dengage(Connection):
         assert self.user_key is not None and self.password is not None
         return {"userkey": self.user_key.reveal(), "password": self.password.reveal()}
 
+    def check_credentials(self) -> None:
+        self.login_body()
+
     def account(self) -> str:
         return f"{self.vendor}|{self.base_url}|{fingerprint(self.user_key.reveal() if self.user_key else None)}"
 
@@ -105,10 +108,8 @@ class Dengage(Connection):
         ``throwExceptionIfInvalidRecord=true`` (seed §5); crmframes always sends both, and
         defaults to inserting (an upsert: what the endpoint is named for) and to per-record
         errors (one bad record must not refuse the other 999 of a call)."""
-        if isinstance(columns, str):
-            raise ConfigError("columns is a list of column names, not a string")
         return DengageContacts(self, insert_if_not_exists, throw_exception_if_invalid_record,
-                               None if columns is None else tuple(columns))
+                               as_names(columns, "columns"))
 
 
 @register
@@ -177,7 +178,7 @@ class DengageContacts(Target):
                                 key.str.strip_chars() == ""))
             unique = UniqueKey("contact_key", key, "contact_key")
         if "email" in cols:
-            checks.append(chk.email("email"))
+            checks += chk.emails("email")
         for c, limit in MAX_CHARS.items():
             if c in cols:
                 checks.append(chk.max_chars(c, limit, c))

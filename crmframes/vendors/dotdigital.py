@@ -24,6 +24,7 @@ from crmframes._encode import (
     csv_cell,
     csv_header,
     csv_row,
+    decimals_as_numbers,
     json_fields,
     json_object,
     strip_nulls,
@@ -50,7 +51,19 @@ from crmframes._flow import (
     poll_intervals,
     still_running,
 )
-from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, UniqueKey, check_deadline, register
+from crmframes._target import (
+    Binding,
+    Check,
+    Framing,
+    Limits,
+    Problem,
+    Target,
+    UniqueKey,
+    as_names,
+    check_column,
+    check_deadline,
+    register,
+)
 
 DOCS = "https://developer.dotdigital.com/reference/"
 HOSTS = {  # DD-TD servers; DD-WEB:api-endpoints
@@ -154,6 +167,9 @@ class Dotdigital(Connection):
         assert self.username is not None and self.password is not None
         return self.username, self.password.reveal()
 
+    def check_credentials(self) -> None:
+        self.auth()
+
     def account(self) -> str:
         return f"{self.vendor}|{self.base_url}|{fingerprint(self.username)}"
 
@@ -205,11 +221,7 @@ class Dotdigital(Connection):
 
 
 def _tuple(fields: Sequence[str] | None) -> tuple[str, ...] | None:
-    if fields is None:
-        return None
-    if isinstance(fields, str):
-        raise ConfigError(f"fields must be a list of column names, not a string; got {fields!r}")
-    return tuple(fields)
+    return as_names(fields, "fields")
 
 
 def _free_fields(schema: pl.Schema, chosen: tuple[str, ...] | None, mapped: Sequence[str | None],
@@ -222,7 +234,7 @@ def _free_fields(schema: pl.Schema, chosen: tuple[str, ...] | None, mapped: Sequ
 
 def _check_collection(name: object, pattern: re.Pattern[str], rule: str) -> str:
     if not isinstance(name, str) or not pattern.match(name):
-        raise ConfigError(f"collection name {name!r} is not allowed: {rule}.")
+        raise ConfigError(f"collection must be a collection name of {rule}; got {name!r}")
     return name
 
 
@@ -268,6 +280,7 @@ class DotdigitalContacts(_V2Import):
         object.__setattr__(self, "merge_option", _merge_option(self.merge_option))
         if self.upload not in ("multipart", "json"):
             raise ConfigError(one_of(self.upload, ("multipart", "json"), "upload"))
+        check_column(self.email, "email")
         check_deadline(self.poll_deadline)
 
     def describe(self) -> dict[str, Any]:
@@ -291,7 +304,7 @@ class DotdigitalContacts(_V2Import):
         checks: list[Check] = chk.finite(schema, data)
         unique = None
         if email is not None:
-            checks = [chk.not_null(email, "the email"), chk.email(email), *checks]
+            checks = [chk.not_null(email, "the email"), *chk.emails(email), *checks]
             unique = UniqueKey(email, pl.col(email).cast(pl.String).str.to_lowercase(), "email address")
         encode = None
         if not problems:
@@ -363,8 +376,8 @@ class DotdigitalTransactionalData(_V2Import):
             raise ConfigError(one_of(self.scope, SCOPES, "scope"))
         if self.scope == "account" and self.contact is not None:
             raise ConfigError("scope='account' data belongs to no contact; drop contact=...")
-        if not isinstance(self.key, str):
-            raise ConfigError(f"key must name the column holding each record's key; got {self.key!r}")
+        check_column(self.key, "key", optional=False)
+        check_column(self.contact, "contact")
         check_deadline(self.poll_deadline)
 
     def describe(self) -> dict[str, Any]:
@@ -428,6 +441,8 @@ class DotdigitalInsightData(Target):
             raise ConfigError(f"identity must be one of {IDENTITIES} or a custom identifier name; got {self.identity!r}")
         if self.scope == "account" and self.contact is not None:
             raise ConfigError("scope='account' records belong to no contact; drop contact=...")
+        check_column(self.key, "key", optional=False)
+        check_column(self.contact, "contact")
         check_deadline(self.poll_deadline)
 
     def describe(self) -> dict[str, Any]:
@@ -465,7 +480,8 @@ class DotdigitalInsightData(Target):
             return pl.struct(record).struct.json_encode().str.strip_suffix("}") + pl.lit(',"json":{}},')
         record.append(fields.alias("json"))
         # the record in one encode; only data members can be null (key and contact are checked)
-        return strip_nulls(pl.struct(record).struct.json_encode(), data, schema, nulls) + pl.lit(",")
+        encoded = decimals_as_numbers(pl.struct(record).struct.json_encode(), (schema[c] for c in data))
+        return strip_nulls(encoded, data, schema, nulls) + pl.lit(",")
 
 
 def _bind_records(target: Target, schema: pl.Schema, key_arg: str, scope: str, identity: str,
@@ -490,8 +506,8 @@ def _bind_records(target: Target, schema: pl.Schema, key_arg: str, scope: str, i
         if identity == "email":
             # v2 accepts an email or a numeric contact ID in the same field (DD-TD)
             is_id = pl.col(contact).cast(pl.String).str.contains(r"^\d+$")
-            e = chk.email(contact, "the contact email")
-            checks.append(Check(e.column, e.code, e.problem, e.invalid & ~is_id))
+            checks += [Check(e.column, e.code, e.problem, e.invalid & ~is_id)
+                       for e in chk.emails(contact, "the contact email")]
         elif identity == "mobileNumber":
             checks.append(Check(contact, "invalid_mobile",
                                 "the mobile number must be digits with an optional leading '+'.",

@@ -39,7 +39,7 @@ from crmframes._flow import (
     poll_intervals,
     still_running,
 )
-from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, check_deadline, register
+from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, as_names, check_deadline, register
 
 QX_CREATE = "https://api.qualtrics.com/bab13356ac724-create-transaction-contacts-import"
 # The contact keys of a transaction contacts import, as the seed and the client generated
@@ -76,7 +76,7 @@ class Qualtrics(Connection):
 
     def __init__(self, token: str | Secret | None = None, *, datacenter: str | None = None,
                  base_url: str | None = None) -> None:
-        self.token = secret(token, "QUALTRICS_API_TOKEN")
+        self.token = secret(token, "QUALTRICS_API_TOKEN", "token")
         self.datacenter = option(datacenter, "QUALTRICS_DATACENTER")
         url = option(base_url, "QUALTRICS_BASE_URL")
         if url:
@@ -98,6 +98,9 @@ class Qualtrics(Connection):
         assert self.token is not None
         return {"X-API-TOKEN": self.token.reveal()}
 
+    def check_credentials(self) -> None:
+        self.headers()
+
     def account(self) -> str:
         return f"{self.vendor}|{self.base_url}|{fingerprint(self.token.reveal() if self.token else None)}"
 
@@ -118,11 +121,9 @@ class Qualtrics(Connection):
                              batch_id: str | None = None,
                              poll_deadline: float = POLL_DEADLINE) -> QualtricsTransactionContacts:
         """``poll_deadline``: vendor seconds of polling one import before it is reported pending."""
-        if isinstance(transaction_fields, str) or isinstance(embedded_fields, str):
-            raise ConfigError("transaction_fields and embedded_fields are lists of column names, not strings")
         return QualtricsTransactionContacts(
-            self, directory_id, mailing_list_id, tuple(transaction_fields),
-            None if embedded_fields is None else tuple(embedded_fields), batch_id, poll_deadline)
+            self, directory_id, mailing_list_id, as_names(transaction_fields, "transaction_fields") or (),
+            as_names(embedded_fields, "embedded_fields"), batch_id, poll_deadline)
 
 
 @register
@@ -210,7 +211,7 @@ class QualtricsTransactionContacts(Target):
                                     f"Boolean; it is {schema[standard['unsubscribed']]}. Cast it (== 'yes')."))
         checks: list[Check] = chk.finite(schema, [*standard.values(), *embedded, *trans])
         if "email" in standard:
-            checks.append(chk.email(standard["email"]))
+            checks += chk.emails(standard["email"])
         ids = [pl.col(standard[f]).is_null() for f in IDENTIFIERS if f in standard]
         if ids:
             checks.append(Check(None, "no_identifier",

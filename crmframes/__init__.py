@@ -15,7 +15,9 @@ from importlib.metadata import version as _version
 from crmframes import samples
 from crmframes._accessor import CrmNamespace
 from crmframes._accessor import register as _register
+from crmframes._account import validate
 from crmframes._errors import (
+    AccountError,
     AuthenticationError,
     ColumnNotFoundError,
     ConfigError,
@@ -28,7 +30,7 @@ from crmframes._errors import (
     VendorUnavailableError,
 )
 from crmframes._job import Job, asubmit, jobs, resume, submit
-from crmframes._pipeline import Payload, Plan, payloads, plan, validate
+from crmframes._pipeline import Payload, Plan, payloads, plan
 from crmframes._retry import RetryPolicy
 from crmframes._target import Limits, Target
 from crmframes._target import registered as targets
@@ -55,6 +57,7 @@ def sandbox(**options: object) -> object:
 
 
 __all__ = [
+    "AccountError",
     "AuthenticationError",
     "ColumnNotFoundError",
     "ConfigError",

@@ -25,9 +25,14 @@ class CrmNamespace(Generic[F]):
     def __init__(self, frame: F) -> None:
         self._frame: F = frame
 
-    def validate(self, target: Target) -> pl.DataFrame:
-        """Problems found before sending: ``(row, column, code, problem)``; empty = clean."""
-        return _pipeline.validate(self._frame, _target(target))
+    def validate(self, target: Target, *, account: bool = False) -> pl.DataFrame:
+        """Problems found before sending: ``(row, column, code, problem)``; empty = clean.
+
+        ``account=True`` also asks the account (a few GETs, cached a minute): the destination
+        exists, the credentials work, every column lands in a field and fits its type."""
+        from crmframes._account import validate
+
+        return validate(self._frame, _target(target), account=account)
 
     def plan(self, target: Target) -> _pipeline.Plan:
         """One row per request that would be sent, with bytes, row ranges and what closed it."""
@@ -39,26 +44,30 @@ class CrmNamespace(Generic[F]):
 
     def submit(self, target: Target, *, wait: bool = True, timeout: float | None = None,
                retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (),
-               max_reject_rate: float | None = None, progress: bool | str | None = None) -> Job:
+               max_reject_rate: float | None = None, progress: bool | str | None = None,
+               check_account: bool = True) -> Job:
         """Send the frame: plan, submit each request under the vendor's limits, poll, fetch
         the reports. Returns a ``Job``; ``job.report()`` has one row per input row.
 
         ``max_reject_rate``: stop sending once the vendor rejects more than this share of
         the rows sent (the rest become ``not_sent``). ``progress``: None shows a live panel
-        in a notebook and bars on a terminal; False (or CRMFRAMES_PROGRESS=0) shows nothing."""
+        in a notebook and bars on a terminal; False (or CRMFRAMES_PROGRESS=0) shows nothing.
+        ``check_account``: ask the account first (``validate(t, account=True)``) and refuse
+        a missing destination, refused credentials, or columns the account cannot take."""
         from crmframes._job import submit
 
         return submit(self._frame, _target(target), wait=wait, timeout=timeout, retry=retry, sinks=sinks,
-                      max_reject_rate=max_reject_rate, progress=progress)
+                      max_reject_rate=max_reject_rate, progress=progress, check_account=check_account)
 
     async def asubmit(self, target: Target, *, wait: bool = True, timeout: float | None = None,
                       retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (),
-                      max_reject_rate: float | None = None, progress: bool | str | None = None) -> Job:
+                      max_reject_rate: float | None = None, progress: bool | str | None = None,
+                      check_account: bool = True) -> Job:
         """The async twin of ``submit``: ``job = await df.crm.asubmit(t)``."""
         from crmframes._job import asubmit
 
         return await asubmit(self._frame, _target(target), wait=wait, timeout=timeout, retry=retry, sinks=sinks,
-                             max_reject_rate=max_reject_rate, progress=progress)
+                             max_reject_rate=max_reject_rate, progress=progress, check_account=check_account)
 
 
 def _target(target: object) -> Target:

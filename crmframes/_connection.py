@@ -99,6 +99,8 @@ class Connection:
         """Headers that authenticate a call (``token`` from ``login`` where there is one)."""
         raise NotImplementedError
 
+    credential_vars: ClassVar[tuple[str, ...]] = ()  # the environment variables that hold them
+
     def check_credentials(self) -> None:
         """Raise ``CredentialsError`` naming the argument and variable to set when a credential
         is missing; called before a job is journalled, so nothing is recorded that cannot run."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import random
 import time
 import weakref
@@ -111,6 +112,7 @@ class Session:
             timeout=httpx.Timeout(121.0, connect=15.0),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
         self.scale = 1.0
+        self.cache: dict[tuple[str, str], tuple[float, Reply]] = {}  # (path, params) → (expires, answer)
         self.token: str | None = None
         self.token_expires = 0.0
         self.token_lock = asyncio.Lock()
@@ -192,6 +194,12 @@ class Engine:
                    pace: Budget | None = None,
                    on_retry: Callable[[str, float, int | None], None] | None = None) -> Reply:
         vendor = s.conn.vendor
+        cached_as = (req.path, json.dumps(dict(req.params), sort_keys=True)) if req.cache and req.method == "GET" \
+            else None
+        if cached_as is not None:
+            hit = s.cache.get(cached_as)
+            if hit is not None and hit[0] > time.monotonic():
+                return hit[1]
         attempt = 0
         started = time.monotonic()
         relogged = False
@@ -219,6 +227,8 @@ class Engine:
                 reply = Reply(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
                 status = r.status_code
                 if 200 <= status < 300 or status in req.answered:
+                    if cached_as is not None:
+                        s.cache[cached_as] = (time.monotonic() + req.cache, reply)
                     return reply
                 if status == 401 and s.conn.login() is not None and not relogged:
                     s.token, relogged = None, True  # the token expired early or was revoked: renew once
@@ -288,6 +298,25 @@ class Engine:
                 await self.sleep(step.seconds * s.scale)
             elif isinstance(step, Note) and on_note is not None:
                 on_note(step)
+
+
+async def preflight(target: Target, flow: Flow | None, policy: RetryPolicy, *, fresh: bool = False) -> Any:
+    """Run a target's account checks: the login first where the vendor has one (so refused
+    credentials surface as ``AuthenticationError``), then the flow's calls.
+
+    Their answers are cached a minute per connection; ``fresh`` asks again (an explicit
+    ``validate(account=True)`` does), and problems found drop the cache, so the check after
+    a fix in the account sees the fix."""
+    eng = engine()
+    s = eng.session(target.connection)
+    if fresh:
+        s.cache.clear()
+    if s.conn.login() is not None:
+        await eng.auth_headers(s, policy)
+    found = [] if flow is None else await eng.drive(flow, s, policy)
+    if found:
+        s.cache.clear()
+    return found
 
 
 _ENGINE: Engine | None = None

@@ -5,6 +5,7 @@
     │   └── CredentialsError      credentials missing where a call needs them
     ├── FrameError (ValueError)   the frame cannot be used for the target at all
     │   └── ColumnNotFoundError   a mapped or required column is absent
+    ├── AccountError              the account lacks the destination, or columns land in no field
     ├── PayloadError              an internal guarantee broke while encoding (a bug)
     └── VendorError               the vendor refused a call; its own message is kept
         ├── AuthenticationError   401/403: credentials or permission; fix and ``job.wait()``
@@ -47,6 +48,17 @@ class ColumnNotFoundError(FrameError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class AccountError(CrmError):
+    """The account cannot take the frame as the target describes it (found before sending):
+    a destination it does not have (address book, mailing list, transaction batch), or
+    columns that match no field of the account or do not fit its type. ``problems`` is the
+    frame of ``df.crm.validate(t, account=True)``'s account rows."""
+
+    def __init__(self, message: str, problems: object = None) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class PayloadError(CrmError):

@@ -34,6 +34,7 @@ class Request:
     authenticated: bool = True
     # refusals the flow reads itself instead of failing the call (an optional report)
     answered: frozenset[int] = frozenset()
+    cache: float = 0.0  # seconds a GET's answer may be reused for this connection (account metadata)
 
     def __repr__(self) -> str:  # bodies can be 50 MB and hold personal data: never print them
         size = 0 if self.content is None else len(self.content)

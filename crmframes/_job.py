@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from crmframes import _engine, _journal, _loop, _report
+from crmframes import _account, _engine, _journal, _loop, _report
 from crmframes._display import render
 from crmframes._display.log import log_event
 from crmframes._errors import ConfigError, CrmError, CrmWarning, FrameError
@@ -45,7 +45,7 @@ from crmframes._events import (
     Submitted,
     count,
 )
-from crmframes._pipeline import CHUNK_ROWS, Frame, Payload, Plan, body_hash, payloads, survey
+from crmframes._pipeline import CHUNK_ROWS, Frame, Payload, Plan, bind, body_hash, payloads, require_usable, survey
 from crmframes._retry import RetryPolicy
 from crmframes._target import Target, target_class
 
@@ -64,6 +64,7 @@ class Job:
     def __init__(self, frame: Frame | None, target: Target, *, retry: RetryPolicy | None = None,
                  sinks: Iterable[Sink] = (), chunk_rows: int = CHUNK_ROWS, max_reject_rate: float | None = None,
                  progress: bool | str | None = None, parent: tuple[str, pl.Series] | None = None,
+                 check_account: bool = True,
                  _restore: tuple[str, Plan, list[str], pl.DataFrame] | None = None) -> None:
         if isinstance(sinks, Iterable) and not isinstance(sinks, (str, bytes)):
             sinks = list(sinks)  # a generator is read once: by the check, then kept
@@ -86,7 +87,10 @@ class Job:
         self.journal = _journal.journal()
         if _restore is None:
             assert frame is not None
+            require_usable(bind(frame, target))  # an unusable frame is refused before any request
             target.connection.check_credentials()  # before anything is journalled
+            if check_account:
+                _account.require(frame, target, self.retry)
             found = survey(frame, target, chunk_rows=chunk_rows)
             self.id = uuid.uuid4().hex[:12]
             self.plan, self.hashes, lineage = found.plan, found.hashes, found.lineage
@@ -410,13 +414,15 @@ class Job:
 
 def submit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | None = None,
            retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (), max_reject_rate: float | None = None,
-           progress: bool | str | None = None, parent: tuple[str, pl.Series] | None = None) -> Job:
+           progress: bool | str | None = None, parent: tuple[str, pl.Series] | None = None,
+           check_account: bool = True) -> Job:
     """Plan, then send every partition under the vendor's limits; ``wait=False`` returns at once.
 
-    ``progress``: None picks the notebook panel or terminal bars; False shows nothing."""
-    check_options(wait=wait, timeout=timeout)
+    ``progress``: None picks the notebook panel or terminal bars; False shows nothing.
+    ``check_account``: ask the account first and refuse what it cannot take (DESIGN §6)."""
+    check_options(wait=wait, timeout=timeout, check_account=check_account)
     job = Job(frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate, progress=progress,
-              parent=parent)
+              parent=parent, check_account=check_account)
     if wait:
         return job.wait(timeout)
     job._start()
@@ -425,11 +431,12 @@ def submit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | 
 
 async def asubmit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | None = None,
                   retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (),
-                  max_reject_rate: float | None = None, progress: bool | str | None = None) -> Job:
-    """The async twin of ``submit`` (planning runs in a worker thread, not on your loop)."""
-    check_options(wait=wait, timeout=timeout)
+                  max_reject_rate: float | None = None, progress: bool | str | None = None,
+                  check_account: bool = True) -> Job:
+    """The async twin of ``submit`` (planning and the account check run in a worker thread)."""
+    check_options(wait=wait, timeout=timeout, check_account=check_account)
     job = await asyncio.to_thread(Job, frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate,
-                                  progress=progress)
+                                  progress=progress, check_account=check_account)
     if wait:
         return await job.await_(timeout)
     job._start()
@@ -529,6 +536,7 @@ _OPTION_RULES: dict[str, Callable[[Any], tuple[bool, str]]] = {
     "sinks": lambda v: (not isinstance(v, (str, bytes)) and isinstance(v, Iterable)
                         and all(callable(x) for x in v), "a list of callables that take an event"),
     "wait": lambda v: (isinstance(v, bool), "True or False"),
+    "check_account": lambda v: (isinstance(v, bool), "True or False"),
     "timeout": lambda v: (v is None or (_number(v) and v >= 0), "None or seconds (a number >= 0)"),
 }
 

@@ -167,6 +167,16 @@ def as_names(value: object, option: str) -> tuple[str, ...] | None:
     return tuple(value)
 
 
+def name_map(value: object, option: str) -> tuple[str, ...] | dict[str, str] | None:
+    """A list of columns, or a map from the vendor's name to the frame column it comes from."""
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items()):
+            raise ConfigError(f"{option} must map the vendor's names to column names (strings), e.g. "
+                              f"{{'name': 'first_name'}}; got {value!r}")
+        return dict(value)
+    return as_names(value, option)
+
+
 def check_deadline(seconds: object) -> None:
     """``poll_deadline``: vendor seconds of polling one import before it is reported pending."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
@@ -220,6 +230,12 @@ class Target:
 
     def bind(self, schema: pl.Schema) -> Binding:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def account_checks(self, schema: pl.Schema) -> Flow | None:
+        """The preflight's calls (sans-I/O): a flow returning the account problems of a frame
+        with this schema (``Problem`` rows with no row number). None: the credentials alone are
+        checked (a login, where the vendor has one)."""
+        return None
 
     def with_limits(self, **changes: Any) -> Target:
         """A copy with tighter limits, e.g. ``t.with_limits(max_records=500)``.

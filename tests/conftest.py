@@ -80,5 +80,10 @@ def conns() -> tuple[cf.Dotdigital, cf.Qualtrics, cf.Dengage]:
     return connections()
 
 
+def sandbox(**options: object) -> cf.sandbox:  # type: ignore[valid-type]
+    """``cf.sandbox`` whose Dotdigital account has the contacts sample's custom data fields."""
+    return cf.sandbox(**{"data_fields": samples.FIELDS, **options})
+
+
 def sample(name: str) -> pl.DataFrame:
     return samples.read(name)

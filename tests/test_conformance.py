@@ -16,7 +16,7 @@ import pytest
 
 import crmframes as cf
 from crmframes._flow import DONE, FAILED
-from tests.conftest import sample
+from tests.conftest import sample, sandbox
 from tests.test_engine_e2e import KNOWN
 
 FAST = {"job_duration": 0.05, "time_scale": 0.001}
@@ -67,7 +67,7 @@ TERMINAL = _terminal_words()
 def run(endpoint: str, knobs: dict[str, Any], **target: Any) -> tuple[cf.Job, dict[str, Any], pl.DataFrame]:
     _, frame_of, target_of = ENDPOINTS[endpoint]
     frame = frame_of()
-    with cf.sandbox(contacts=KNOWN, seed=3, **{**FAST, **knobs}) as sb:
+    with sandbox(contacts=KNOWN, seed=3, **{**FAST, **knobs}) as sb:
         job = frame.crm.submit(target_of(sb, **target), progress=False)
         return job, sb.state(settled=True), frame
 
@@ -138,7 +138,7 @@ def _stored(state: dict[str, Any]) -> dict[str, Any]:
 
 def test_qualtrics_merged_duplicates_are_confirmed_row_by_row_by_the_import_report():
     frame = pl.concat([_survey().head(30), _survey().head(5)])  # five emails twice: Qualtrics merges them
-    with cf.sandbox(**FAST, variants=["qualtrics_merged_duplicates"]) as sb:
+    with sandbox(**FAST, variants=["qualtrics_merged_duplicates"]) as sb:
         t = sb.qualtrics().transaction_contacts("POOL_demo", "CG_dup", transaction_fields=["order_id", "amount"])
         with pytest.warns(cf.CrmWarning, match="per-row answers still tie every row"):
             job = frame.crm.submit(t, progress=False)
@@ -148,7 +148,7 @@ def test_qualtrics_merged_duplicates_are_confirmed_row_by_row_by_the_import_repo
 
 def test_without_the_import_report_rows_the_counts_do_not_cover_are_in_doubt():
     frame = pl.concat([_survey().head(30), _survey().head(5)])
-    with cf.sandbox(**FAST, variants=["qualtrics_merged_duplicates", "qualtrics_no_import_report"]) as sb:
+    with sandbox(**FAST, variants=["qualtrics_merged_duplicates", "qualtrics_no_import_report"]) as sb:
         t = sb.qualtrics().transaction_contacts("POOL_demo", "CG_dup", transaction_fields=["order_id", "amount"])
         with pytest.warns(cf.CrmWarning, match="34 row.s. it does not confirm are in_doubt"):
             job = frame.crm.submit(t, progress=False)
@@ -157,10 +157,12 @@ def test_without_the_import_report_rows_the_counts_do_not_cover_are_in_doubt():
 
 
 def test_a_missing_qualtrics_batch_creates_no_transaction_and_its_rows_are_rejected():
-    with cf.sandbox(**FAST) as sb:
+    with sandbox(**FAST) as sb:
         t = sb.qualtrics().transaction_contacts("POOL_demo", "CG_demo", transaction_fields=["order_id", "amount"],
                                                 batch_id="BT_does_not_exist")
-        job = _survey().crm.submit(t, progress=False)
+        with pytest.raises(cf.AccountError, match="no transaction batch BT_does_not_exist"):
+            _survey().crm.submit(t, progress=False)  # the preflight asks first
+        job = _survey().crm.submit(t, progress=False, check_account=False)
         state = sb.state(settled=True)
     assert state["qualtrics"]["batches"] == {}
     assert job.counts() == {"rejected": 119, "invalid": 1}
@@ -177,7 +179,7 @@ def test_dengage_layouts_and_error_shapes_name_the_same_rows(variant):
     frame = frame.with_columns(pl.col("gsm").cast(pl.String))
 
     def go(variants: list[str]) -> cf.Job:
-        with cf.sandbox(**FAST, variants=variants) as sb:
+        with sandbox(**FAST, variants=variants) as sb:
             t = sb.dengage().contacts()
             # the client checks gsm <= 20 itself; send it anyway to see the vendor's own refusal
             return frame.crm.submit(_unchecked(t, "gsm"), progress=False)
@@ -191,7 +193,7 @@ def test_dengage_layouts_and_error_shapes_name_the_same_rows(variant):
 def test_dengage_errors_that_name_no_contact_reject_only_the_rows_not_written():
     frame = _people().with_columns(
         pl.when(pl.int_range(pl.len()).is_in([5, 6])).then(pl.lit("x" * 21)).otherwise(None).cast(pl.String).alias("gsm"))
-    with cf.sandbox(**FAST, variants=["dengage_error_text"]) as sb, \
+    with sandbox(**FAST, variants=["dengage_error_text"]) as sb, \
             pytest.warns(cf.CrmWarning, match="per-row answers still tie every row"):
         job = frame.crm.submit(_unchecked(sb.dengage().contacts(), "gsm"), progress=False)
     rejected = job.report().filter(pl.col("outcome") == "rejected")
@@ -288,7 +290,7 @@ def test_every_client_body_passes_the_sandboxs_checks_of_the_seeds_rules():
     """The sandbox puts a Qualtrics contact with an undocumented key or empty transactionData in
     unprocessed, and fails a D·engage record over a documented length: none of ours."""
     frame = _survey().with_columns(pl.lit("+44 1234").alias("phone"))
-    with cf.sandbox(**FAST) as sb:
+    with sandbox(**FAST) as sb:
         job = frame.crm.submit(sb.qualtrics().transaction_contacts("POOL_demo", "CG_demo",
                                                                    transaction_fields=["order_id", "amount"]),
                                progress=False)

@@ -11,6 +11,7 @@ import polars as pl
 
 import crmframes as cf
 from crmframes.sandbox import CREDS
+from tests.conftest import sandbox
 
 
 def open_client_sockets(port: int) -> int:
@@ -46,7 +47,7 @@ FRAME = pl.DataFrame({"contact_key": [f"k{i}" for i in range(3)], "email": [f"p{
 
 
 def test_twenty_submits_with_fresh_connections_leave_no_socket_open():
-    with cf.sandbox(time_scale=0.001, job_duration=0.05) as sb, warnings.catch_warnings():
+    with sandbox(time_scale=0.001, job_duration=0.05) as sb, warnings.catch_warnings():
         warnings.simplefilter("error", ResourceWarning)  # an unclosed transport would warn
         port = int(sb.url.rsplit(":", 1)[1])
         for _ in range(20):
@@ -59,7 +60,7 @@ def test_twenty_submits_with_fresh_connections_leave_no_socket_open():
 
 
 def test_with_block_and_close_close_the_http_client_and_it_reopens_on_use():
-    with cf.sandbox(time_scale=0.001, job_duration=0.05) as sb:
+    with sandbox(time_scale=0.001, job_duration=0.05) as sb:
         port = int(sb.url.rsplit(":", 1)[1])
         with cf.Dengage(*CREDS["dengage"], base_url=sb.url) as dn:
             assert FRAME.crm.submit(dn.contacts(insert_if_not_exists=True), progress=False).counts() == {"accepted": 3}

@@ -13,8 +13,7 @@ import time
 import httpx
 import polars as pl
 
-import crmframes as cf
-from tests.conftest import sample
+from tests.conftest import sample, sandbox
 
 
 def wait(fn, timeout: float = 10.0):
@@ -32,7 +31,7 @@ def test_import_crmframes_loads_neither_the_sandbox_nor_the_widget_stack():
 
 
 def test_every_targets_payloads_are_accepted_and_stored_by_the_sandbox():
-    with cf.sandbox(job_duration=0.2, time_scale=0.001) as sb:
+    with sandbox(job_duration=0.2, time_scale=0.001) as sb:
         dd, qx, dn = sb.dotdigital(), sb.qualtrics(), sb.dengage()
         assert "sandbox-password" not in repr(dd) + repr(dn)
         contacts = sample("contacts.csv")
@@ -89,5 +88,5 @@ def test_every_targets_payloads_are_accepted_and_stored_by_the_sandbox():
 def test_sandbox_is_callable_both_before_and_after_its_module_is_imported():
     import crmframes.sandbox
 
-    with crmframes.sandbox(job_duration=0.1) as sb, cf.sandbox() as sb2:
+    with crmframes.sandbox(job_duration=0.1) as sb, sandbox() as sb2:
         assert sb.url != sb2.url and sb.state()["dengage"] == {"contacts": {}}

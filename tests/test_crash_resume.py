@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 
 import crmframes as cf
-from tests.conftest import DATA, sample
+from tests.conftest import DATA, sample, sandbox
 
 CHILD = r"""
 import os, sys, time
@@ -106,7 +106,7 @@ def run_child_until_frozen(url: str, kind: str, point: str, home: Path) -> str:
 @pytest.mark.parametrize(("kind", "point"), CASES, ids=[f"{k}-{p}" for k, p in CASES])
 def test_sigkill_then_resume_writes_every_accepted_row_exactly_once(kind, point, tmp_path, monkeypatch):
     monkeypatch.setenv("CRMFRAMES_HOME", str(tmp_path))
-    with cf.sandbox(job_duration=0.3, time_scale=0.001) as sb:
+    with sandbox(job_duration=0.3, time_scale=0.001) as sb:
         job_id = run_child_until_frozen(sb.url, kind, point, tmp_path)
         listed = cf.jobs()
         assert listed["job_id"].to_list() == [job_id] and listed["state"].item() != "done"
@@ -141,7 +141,7 @@ def test_sigkill_then_resume_writes_every_accepted_row_exactly_once(kind, point,
 
 def test_resume_without_the_frame_finishes_what_was_submitted_and_says_what_it_needs(tmp_path, monkeypatch):
     monkeypatch.setenv("CRMFRAMES_HOME", str(tmp_path))
-    with cf.sandbox(job_duration=0.3, time_scale=0.001) as sb:
+    with sandbox(job_duration=0.3, time_scale=0.001) as sb:
         job_id = run_child_until_frozen(sb.url, "contacts", "while_polling", tmp_path)
         conn = connection_for("contacts", sb.url)
         with pytest.raises(cf.FrameError, match=r"not sent yet .* cf\.resume\("):
@@ -152,7 +152,7 @@ def test_resume_without_the_frame_finishes_what_was_submitted_and_says_what_it_n
 
 def test_resume_refuses_a_frame_that_changed(tmp_path, monkeypatch):
     monkeypatch.setenv("CRMFRAMES_HOME", str(tmp_path))
-    with cf.sandbox(job_duration=0.3, time_scale=0.001) as sb:
+    with sandbox(job_duration=0.3, time_scale=0.001) as sb:
         job_id = run_child_until_frozen(sb.url, "contacts", "between_submits", tmp_path)
         changed = frame_for("contacts").with_columns(pl.col("FIRSTNAME").str.to_uppercase())
         with pytest.raises(cf.FrameError, match="the frame changed"):
@@ -162,7 +162,7 @@ def test_resume_refuses_a_frame_that_changed(tmp_path, monkeypatch):
 def test_a_finished_job_reports_from_the_journal_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv("CRMFRAMES_HOME", str(tmp_path))
     frame = sample("contacts.csv")
-    with cf.sandbox(job_duration=0.1, time_scale=0.001) as sb:
+    with sandbox(job_duration=0.1, time_scale=0.001) as sb:
         job = frame.crm.submit(sb.dotdigital().contacts(5).with_limits(max_bytes=6000))
     again = cf.resume(job.id)  # the sandbox is gone: everything comes from the journal
     assert again.done and again.report().equals(job.report())

@@ -8,7 +8,7 @@ import crmframes as cf
 from crmframes import _events as ev
 from crmframes._display import render, sinks
 from crmframes._display.terminal import TqdmSink
-from tests.conftest import sample
+from tests.conftest import sample, sandbox
 
 J = "job1"
 
@@ -76,7 +76,7 @@ def test_progress_false_and_the_environment_switch_show_nothing(monkeypatch):
 
 def test_terminal_bars_end_at_the_totals(capsys):
     frame = sample("contacts.csv")
-    with cf.sandbox(job_duration=0.05, time_scale=0.001) as sb:
+    with sandbox(job_duration=0.05, time_scale=0.001) as sb:
         job = frame.crm.submit(sb.dotdigital().contacts(1).with_limits(max_bytes=4000), progress="tqdm")
     bars = [s for s in job._sinks if isinstance(s, TqdmSink)]
     assert len(bars) == 1 and bars[0].parts.n == job.status().height and bars[0].rows.n == 197
@@ -86,7 +86,7 @@ def test_terminal_bars_end_at_the_totals(capsys):
 
 def test_a_job_displays_itself_richly_at_any_time():
     frame = sample("contacts.csv")
-    with cf.sandbox(job_duration=0.3, time_scale=0.001) as sb:
+    with sandbox(job_duration=0.3, time_scale=0.001) as sb:
         job = frame.crm.submit(sb.dotdigital().contacts(2).with_limits(max_bytes=4000), wait=False, progress=False)
         early = job._repr_html_()
         job.wait()

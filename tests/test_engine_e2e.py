@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 
 import crmframes as cf
-from tests.conftest import sample
+from tests.conftest import sample, sandbox
 
 FAST = {"job_duration": 0.15, "time_scale": 0.001}
 KNOWN = [e.lower() for e in sample("contacts.csv")["email"].drop_nulls()]
@@ -75,7 +75,7 @@ CASES = [
 
 def run_case(case: Case, **knobs: Any) -> tuple[cf.Job, dict[str, Any], pl.DataFrame]:
     frame = case.frame()
-    with cf.sandbox(contacts=KNOWN, seed=7, **{**FAST, **knobs}) as sb:
+    with sandbox(contacts=KNOWN, seed=7, **{**FAST, **knobs}) as sb:
         job = frame.crm.submit(case.target(sb))
         return job, sb.state(settled=True), frame
 
@@ -121,7 +121,7 @@ def test_insight_imports_never_exceed_five_at_once_even_across_two_jobs():
     """The sandbox answers a 6th concurrent import with tooManyActiveImports (a 'busy' retry)."""
     orders = _orders()
     retries: list[str] = []
-    with cf.sandbox(contacts=KNOWN, job_duration=0.4, time_scale=0.001) as sb:
+    with sandbox(contacts=KNOWN, job_duration=0.4, time_scale=0.001) as sb:
         dd = sb.dotdigital()
         t1 = dd.insight_data("a_orders", scope="contact", type="orders", key="order_id").with_limits(max_bytes=8_000)
         t2 = dd.insight_data("b_orders", scope="contact", type="orders", key="order_id").with_limits(max_bytes=8_000)
@@ -139,7 +139,7 @@ def test_insight_imports_never_exceed_five_at_once_even_across_two_jobs():
 
 def test_dengage_calls_are_an_interval_apart_and_never_refused():
     frame = _dengage()
-    with cf.sandbox(job_duration=0.0, time_scale=0.005) as sb:  # the minute becomes 0.3 s
+    with sandbox(job_duration=0.0, time_scale=0.005) as sb:  # the minute becomes 0.3 s
         job = frame.crm.submit(sb.dengage().contacts().with_limits(max_records=40))
     st = job.status()
     gaps = st.sort("submitted_at")["submitted_at"].diff().drop_nulls().dt.total_microseconds() / 1e6
@@ -149,7 +149,7 @@ def test_dengage_calls_are_an_interval_apart_and_never_refused():
 
 def test_wait_false_returns_at_once_and_the_report_shows_pending_then_final_rows():
     frame = sample("contacts.csv")
-    with cf.sandbox(job_duration=0.5, time_scale=0.001) as sb:
+    with sandbox(job_duration=0.5, time_scale=0.001) as sb:
         job = frame.crm.submit(sb.dotdigital().contacts(7).with_limits(max_bytes=8000), wait=False)
         assert not job.done
         job.wait(timeout=0.05)  # a client-side timeout: not failed, still running
@@ -163,7 +163,7 @@ def test_wait_false_returns_at_once_and_the_report_shows_pending_then_final_rows
 def test_interrupted_job_resumes_and_writes_every_row_once():
     """A cancelled run (what Ctrl-C does) leaves the job paused; wait() finishes it."""
     frame = sample("contacts.csv")
-    with cf.sandbox(job_duration=0.3, time_scale=0.001) as sb:
+    with sandbox(job_duration=0.3, time_scale=0.001) as sb:
         job = frame.crm.submit(sb.dotdigital().contacts(9).with_limits(max_bytes=3000), wait=False)
         deadline = time.monotonic() + 10
         while not any(p.state == "submitted" for p in job.state.partitions.values()):
@@ -182,7 +182,7 @@ def test_interrupted_job_resumes_and_writes_every_row_once():
 
 def test_cancel_stops_sending_and_the_rest_is_not_sent():
     frame = _dengage()
-    with cf.sandbox(time_scale=0.01) as sb:  # 0.6 s between calls
+    with sandbox(time_scale=0.01) as sb:  # 0.6 s between calls
         job = frame.crm.submit(sb.dengage().contacts().with_limits(max_records=20), wait=False)
         time.sleep(0.2)
         job.cancel().wait()
@@ -194,7 +194,7 @@ def test_cancel_stops_sending_and_the_rest_is_not_sent():
 
 def test_a_failed_vendor_job_rejects_its_rows_with_the_reason():
     frame = sample("orders.parquet")
-    with cf.sandbox(contacts=KNOWN, p_job_fail=1.0, **FAST) as sb:
+    with sandbox(contacts=KNOWN, p_job_fail=1.0, **FAST) as sb:
         job = frame.crm.submit(sb.dotdigital().transactional_data("orders", key="order_id", contact="email"))
     rep = job.report()
     sent = rep.filter(pl.col("outcome") != "invalid")
@@ -204,7 +204,7 @@ def test_a_failed_vendor_job_rejects_its_rows_with_the_reason():
 
 def test_missing_permission_stops_the_job_with_a_clear_error_and_nothing_is_lost():
     frame = _dengage()
-    with cf.sandbox(**FAST) as sb:
+    with sandbox(**FAST) as sb:
         dn = cf.Dengage("readonly-user", "pw", base_url=sb.url)
         with pytest.raises(cf.AuthenticationError, match=r"DataSpace\.Manage") as err:
             frame.crm.submit(dn.contacts())
@@ -216,25 +216,25 @@ def test_missing_permission_stops_the_job_with_a_clear_error_and_nothing_is_lost
 
 
 def test_wrong_credentials_are_refused_at_login_with_the_vendor_named():
-    with cf.sandbox(credentials={"dengage": ("u", "right")}, **FAST) as sb:
+    with sandbox(credentials={"dengage": ("u", "right")}, **FAST) as sb:
         dn = cf.Dengage("u", "wrong", base_url=sb.url)
         with pytest.raises(cf.AuthenticationError, match=r"D·engage refused the login call \(HTTP 401\)"):
             _dengage().crm.submit(dn.contacts())
 
 
 def test_unknown_address_book_stops_with_the_vendors_message():
-    with cf.sandbox(**FAST) as sb, pytest.raises(cf.VendorError, match="ERROR_ADDRESSBOOK_NOT_FOUND"):
-        sample("contacts.csv").crm.submit(sb.dotdigital().contacts(404))
+    with sandbox(**FAST) as sb, pytest.raises(cf.VendorError, match="ERROR_ADDRESSBOOK_NOT_FOUND"):
+        sample("contacts.csv").crm.submit(sb.dotdigital().contacts(404), check_account=False)
 
 
 def test_qualtrics_totals_that_do_not_reconcile_warn_show_in_status_and_leave_rows_in_doubt():
     """Qualtrics accepts an unknown list and reports 0 contacts: the mismatch must show, and no
     row the vendor did not confirm may read accepted."""
     frame = sample("survey_transactions.csv")
-    with cf.sandbox(**FAST) as sb:
+    with sandbox(**FAST) as sb:
         t = sb.qualtrics().transaction_contacts("POOL_demo", "CG_UNKNOWN1", transaction_fields=["order_id", "amount"])
         with pytest.warns(cf.CrmWarning, match="does not reconcile with what was sent.*119 row.s. it does not confirm"):
-            job = frame.crm.submit(t)
+            job = frame.crm.submit(t, check_account=False)  # the preflight would refuse the list
     st = job.status()
     assert st["reconciled"].to_list() == [False] and st["vendor_imported"].to_list() == [0]
     assert job.counts() == {"in_doubt": 119, "invalid": 1}
@@ -245,7 +245,7 @@ def test_qualtrics_totals_that_do_not_reconcile_warn_show_in_status_and_leave_ro
 
 def test_failed_rows_returns_the_input_rows_with_reasons_ready_to_resubmit():
     frame = sample("contacts.csv")
-    with cf.sandbox(**FAST) as sb:
+    with sandbox(**FAST) as sb:
         job = frame.crm.submit(sb.dotdigital().contacts(5))
     failed = job.failed_rows()
     assert failed["row"].to_list() == [17, 42, 77, 150]
@@ -258,7 +258,7 @@ def test_failed_rows_returns_the_input_rows_with_reasons_ready_to_resubmit():
 def test_lazy_frames_round_trip_like_eager_ones(tmp_path):
     path = tmp_path / "orders.parquet"
     _orders().write_parquet(path)
-    with cf.sandbox(contacts=KNOWN, **FAST) as sb:
+    with sandbox(contacts=KNOWN, **FAST) as sb:
         t = sb.dotdigital().transactional_data("orders", key="order_id", contact="email").with_limits(max_bytes=20_000)
         lazy = pl.scan_parquet(path).crm.submit(t)
         eager = _orders().crm.submit(t)
@@ -274,7 +274,7 @@ def test_async_twin_works_from_a_running_loop():
         job = await frame.crm.asubmit(dd.contacts(11), wait=False)
         return await job
 
-    with cf.sandbox(**FAST) as sb:
+    with sandbox(**FAST) as sb:
         job = asyncio.run(main(sb.url))
     assert job.done and job.counts()["accepted"] == 196
 
@@ -285,13 +285,13 @@ def test_blocking_submit_works_inside_a_running_event_loop_like_jupyter():
     async def cell(url: str) -> cf.Job:  # a notebook cell runs while the kernel's loop runs
         return frame.crm.submit(cf.Dotdigital("u", "p", base_url=url).contacts(12))
 
-    with cf.sandbox(**FAST) as sb:
+    with sandbox(**FAST) as sb:
         job = asyncio.run(cell(sb.url))
     assert job.counts()["accepted"] == 196
 
 
 def test_no_reconciliation_warning_when_totals_match():
-    with cf.sandbox(**FAST) as sb, warnings.catch_warnings():
+    with sandbox(**FAST) as sb, warnings.catch_warnings():
         warnings.simplefilter("error", cf.CrmWarning)
         sample("contacts.csv").crm.submit(sb.dotdigital().contacts(13))
 
@@ -300,7 +300,7 @@ CTRL_C = r"""
 import os, signal, threading, time
 import polars as pl, crmframes as cf
 frame = pl.read_csv({path!r})
-with cf.sandbox(job_duration=0.5, time_scale=0.001) as sb:
+with cf.sandbox(job_duration=0.5, time_scale=0.001, data_fields=cf.samples.FIELDS) as sb:
     t = sb.dotdigital().contacts(3).with_limits(max_bytes=3000)
     job = cf.Job(frame, t)
 
@@ -336,6 +336,6 @@ def test_ctrl_c_pauses_the_job_and_wait_resumes_it_without_resending():
 
 def test_the_first_dengage_call_after_login_is_paced_from_when_it_really_left():
     frame = _dengage()
-    with cf.sandbox(job_duration=0.0, time_scale=0.01, latency=0.05) as sb:  # a slow login must not count
+    with sandbox(job_duration=0.0, time_scale=0.01, latency=0.05) as sb:  # a slow login must not count
         job = frame.crm.submit(sb.dengage().contacts().with_limits(max_records=50))
     assert job.status()["retries"].sum() == 0

@@ -15,7 +15,8 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 
 EXPECT = {
     "quickstart.ipynb": ["{'accepted': 1}", "stored in the sandbox: 197"],
-    "dotdigital.ipynb": ["{'accepted': 1} {'accepted': 1}", "stored orders: 297"],
+    "dotdigital.ipynb": ["{'accepted': 1} {'accepted': 1}", "stored orders: 297", "Did you mean 'LASTNAME'?",
+                         "'LASTNAME': '"],
     "qualtrics.ipynb": ["{'accepted': 1}", "transactions stored: 120"],
     "dengage.ipynb": ["{'accepted': 2}", "contacts stored: 198"],
 }

@@ -19,7 +19,7 @@ import pytest
 import crmframes as cf
 from crmframes._flow import Reply
 from crmframes._report import verdicts
-from tests.conftest import sample
+from tests.conftest import sample, sandbox
 from tests.test_engine_e2e import KNOWN
 
 FAST = {"job_duration": 0.05, "time_scale": 0.001}
@@ -42,7 +42,7 @@ def test_1_a_dengage_error_that_names_no_contact_never_leaves_its_row_accepted()
 
 def test_1_over_http_rows_the_vendor_refused_without_naming_them_are_rejected_not_accepted():
     frame = sample("dengage_contacts.csv").with_columns(pl.col("birth_date").cast(pl.String))
-    with cf.sandbox(**FAST, variants=["dengage_error_text"]) as sb:
+    with sandbox(**FAST, variants=["dengage_error_text"]) as sb:
         t = sb.dengage().contacts(insert_if_not_exists=False)  # unknown contacts are refused
         with pytest.warns(cf.CrmWarning):
             job = frame.crm.submit(t, progress=False)
@@ -56,7 +56,7 @@ def test_2_failed_rows_and_retry_failed_refuse_a_source_rewritten_in_another_ord
     path = tmp_path / "contacts.csv"
     frame = sample("contacts.csv")
     frame.write_csv(path)
-    with cf.sandbox(**FAST, p_job_fail=1.0) as sb:  # every import fails: every row may be retried
+    with sandbox(**FAST, p_job_fail=1.0) as sb:  # every import fails: every row may be retried
         job = pl.scan_csv(path, try_parse_dates=True).crm.submit(sb.dotdigital().contacts(5), progress=False)
     assert job.report().filter(pl.col("outcome") == "invalid")["row"].to_list() == [17, 42, 77]
     frame.reverse().write_csv(path)  # the same file, rewritten in another order
@@ -68,7 +68,7 @@ def test_2_failed_rows_and_retry_failed_refuse_a_source_rewritten_in_another_ord
 
 def test_2_retry_failed_records_its_parent_and_keeps_the_parents_row_numbers():
     frame = sample("contacts.csv")
-    with cf.sandbox(**FAST, p_job_fail=1.0) as sb:
+    with sandbox(**FAST, p_job_fail=1.0) as sb:
         job = frame.crm.submit(sb.dotdigital().contacts(31).with_limits(max_bytes=8000), progress=False)
         sb.config(p_job_fail=0.0)
         again = job.retry_failed()
@@ -82,7 +82,7 @@ def test_2_retry_failed_records_its_parent_and_keeps_the_parents_row_numbers():
 
 
 def test_2_nothing_to_retry_journals_no_job():
-    with cf.sandbox(**FAST) as sb:
+    with sandbox(**FAST) as sb:
         job = sample("contacts.csv").crm.submit(sb.dotdigital().contacts(5), progress=False)
     before = cf.jobs().height
     with pytest.warns(cf.CrmWarning, match="nothing was retried"):
@@ -95,8 +95,8 @@ def test_2_nothing_to_retry_journals_no_job():
 
 def test_3_a_repeated_email_whose_first_row_is_invalid_sends_the_second():
     frame = pl.DataFrame({"email": ["ann@example.com", "ANN@example.com", "bo@example.com"],
-                          "score": [float("nan"), 2.0, 3.0]})
-    with cf.sandbox(**FAST) as sb:
+                          "SCORE": [float("nan"), 2.0, 3.0]})
+    with sandbox(**FAST, data_fields={"SCORE": "Numeric"}) as sb:
         job = frame.crm.submit(sb.dotdigital().contacts(8), progress=False)
         stored = sb.state(settled=True)["dotdigital"]["address_books"]["8"]
     rep = job.report()
@@ -155,7 +155,7 @@ def test_5_max_reject_rate_stops_every_target_after_the_first_import_when_every_
     frame = sample(file)
     if name == "dengage.contacts":
         frame = frame.with_columns(pl.col("birth_date").cast(pl.String))
-    with cf.sandbox(contacts=KNOWN, **FAST, status_mix=mix) as sb:
+    with sandbox(contacts=KNOWN, **FAST, status_mix=mix) as sb:
         job = frame.crm.submit(target(sb), max_reject_rate=0.2, progress=False)
     st = job.status()
     assert st.height >= 5, "several partitions were planned"
@@ -171,7 +171,7 @@ def test_5_max_reject_rate_stops_every_target_after_the_first_import_when_every_
 def test_6_missing_credentials_raise_before_any_journal_row_and_nothing_is_in_doubt(monkeypatch):
     for var in ("DOTDIGITAL_USERNAME", "DOTDIGITAL_PASSWORD"):
         monkeypatch.delenv(var, raising=False)
-    with cf.sandbox(**FAST) as sb:
+    with sandbox(**FAST) as sb:
         dd = cf.Dotdigital(base_url=sb.url)
         with pytest.raises(cf.CredentialsError, match="DOTDIGITAL_USERNAME"):
             sample("contacts.csv").crm.submit(dd.contacts(5), progress=False)
@@ -184,7 +184,7 @@ def test_6_missing_credentials_raise_before_any_journal_row_and_nothing_is_in_do
 
 def test_7_right_after_submit_wait_false_rows_are_queued_or_pending_never_not_sent():
     frame = sample("contacts.csv")
-    with cf.sandbox(job_duration=0.5, time_scale=0.001) as sb:
+    with sandbox(job_duration=0.5, time_scale=0.001) as sb:
         job = frame.crm.submit(sb.dotdigital().contacts(7).with_limits(max_bytes=3000, max_concurrent=1),
                                wait=False, progress=False)
         early = job.report()
@@ -196,10 +196,10 @@ def test_7_right_after_submit_wait_false_rows_are_queued_or_pending_never_not_se
 
 
 def test_7_jobs_counts_partitions_by_how_they_ended_failed_and_refused_included():
-    with cf.sandbox(**FAST, p_job_fail=1.0) as sb:
+    with sandbox(**FAST, p_job_fail=1.0) as sb:
         failed = sample("contacts.csv").crm.submit(sb.dotdigital().contacts(3).with_limits(max_bytes=8000),
                                                    progress=False)
-    with cf.sandbox(**FAST) as sb:
+    with sandbox(**FAST) as sb:
         cancelled = sample("contacts.csv").crm.submit(sb.dotdigital().contacts(4).with_limits(max_bytes=8000),
                                                       wait=False, progress=False).cancel()
         cancelled.wait()
@@ -260,10 +260,13 @@ BAD_OPTIONS: list[tuple[str, Any]] = [
     ("embedded_fields", lambda: _qx().transaction_contacts("POOL_1", "CG_1", embedded_fields="a")),
     ("batch_id", lambda: _qx().transaction_contacts("POOL_1", "CG_1", batch_id=7)),
     ("poll_deadline", lambda: _qx().transaction_contacts("POOL_1", "CG_1", poll_deadline=None)),
+    ("contact_fields", lambda: _qx().transaction_contacts("POOL_1", "CG_1", contact_fields={"phone": "p"})),
+    ("contact_fields", lambda: _qx().transaction_contacts("POOL_1", "CG_1", contact_fields=["email"])),
     # dengage.contacts
     ("insert_if_not_exists", lambda: _dn().contacts(insert_if_not_exists=1)),
     ("throw_exception_if_invalid_record", lambda: _dn().contacts(throw_exception_if_invalid_record="no")),
     ("columns", lambda: _dn().contacts(columns="contact_key")),
+    ("columns", lambda: _dn().contacts(columns={"contact_key": 5})),
     # connections
     ("region", lambda: cf.Dotdigital("u", "p", region=5)), ("base_url", lambda: cf.Dengage("u", "p", base_url=5)),
     ("datacenter", lambda: cf.Qualtrics("t", datacenter="no such place")),
@@ -306,7 +309,7 @@ def test_9_the_table_covers_every_option_of_every_target():
 DROPS = """
 import polars as pl, crmframes as cf
 frame = cf.samples.read("contacts.csv")
-with cf.sandbox(job_duration=0.05, time_scale=0.001, p_drop=0.3, seed=5) as sb:
+with cf.sandbox(job_duration=0.05, time_scale=0.001, p_drop=0.3, seed=5, data_fields=cf.samples.FIELDS) as sb:
     job = frame.crm.submit(sb.dotdigital().contacts(9).with_limits(max_bytes=3000), progress=False,
                            retry=cf.RetryPolicy(attempts=40))
 print(job.counts())
@@ -363,7 +366,7 @@ def test_12_dengage_repeated_and_empty_contact_keys_are_invalid(conns):
 def test_12_the_journal_is_readable_by_its_owner_only_and_old_jobs_can_be_pruned(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("CRMFRAMES_HOME", str(home))
-    with cf.sandbox(**FAST) as sb:
+    with sandbox(**FAST) as sb:
         job = sample("contacts.csv").crm.submit(sb.dotdigital().contacts(5), progress=False)
     for path in [home, *home.rglob("*")]:
         mode = stat.S_IMODE(path.stat().st_mode)

@@ -19,6 +19,9 @@ import polars as pl
 from crmframes._errors import ConfigError, did_you_mean
 
 NAMES = ("contacts.csv", "dengage_contacts.csv", "orders.parquet", "survey_transactions.csv")
+# contacts.csv's columns that are no default Dotdigital data field: an account the sample is
+# sent to needs them, e.g. ``cf.sandbox(data_fields=cf.samples.FIELDS)``
+FIELDS = {"CITY": "String", "LOYALTY_POINTS": "Numeric", "BIRTHDAY": "Date", "VIP": "Boolean"}
 
 
 def path(name: str) -> Path:

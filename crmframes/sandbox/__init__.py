@@ -70,6 +70,15 @@ class ServedSandbox:
         r.raise_for_status()
         return r.json()
 
+    def data_fields(self, **fields: str) -> None:
+        """Give the Dotdigital account more contact data fields, ``FIELD="String"`` (or
+        Numeric, Date, Boolean), as creating them in Dotdigital does (``POST /v2/data-fields``)."""
+        for name, kind in fields.items():
+            r = httpx.post(self.url + "/v2/data-fields", json={"name": name, "type": kind}, timeout=10,
+                           auth=(CREDS["dotdigital"][0], CREDS["dotdigital"][1]))
+            if r.status_code not in (200, 201) and "NON_UNIQUE" not in r.text:
+                raise ValueError(f"data field {name!r}: {r.text}")
+
     def dotdigital(self) -> Any:
         from crmframes.vendors.dotdigital import Dotdigital
 

@@ -44,11 +44,16 @@ class Sandbox:
     """Knobs, state and routes; an instance is the ASGI app to serve."""
 
     def __init__(self, *, credentials: dict[str, tuple[str, ...]] | None = None,
-                 contacts: list[str] | None = None, **knobs: Any) -> None:
+                 contacts: list[str] | None = None, data_fields: dict[str, str] | None = None,
+                 **knobs: Any) -> None:
+        """``contacts``: emails the Dotdigital account already holds; ``data_fields``: contact
+        data fields it has besides Dotdigital's defaults, ``{name: String|Numeric|Date|Boolean}``."""
         self.knobs = Knobs()
         self.knobs.update(knobs)
         self.state = SandboxState()
         self.state.known_contacts.update(c.lower() for c in contacts or [])
+        self.extra_fields = dict(data_fields or {})
+        dotdigital.seed_account(self.state, self.extra_fields)
         self.credentials = credentials or {}
         self.rng = random.Random(self.knobs.seed)
         self.clock = time.monotonic
@@ -194,6 +199,7 @@ class Sandbox:
     async def reset(self, request: Request) -> Response:
         with self.state.lock:
             self.state.__init__()  # type: ignore[misc]
+            dotdigital.seed_account(self.state, self.extra_fields)
         return JSONResponse({"reset": True})
 
 

@@ -21,6 +21,10 @@ DD_SEEDED_FAULTS = {
     "unsubscribed.user@example.com": "Unsubscribed",
     "bounced.user@example.com": "Hard bounced",
 }
+# the contact data fields every account starts with (CONTRACTS §6), all String [I]
+DD_DEFAULT_FIELDS = {"FIRSTNAME": "String", "LASTNAME": "String", "FULLNAME": "String", "GENDER": "String",
+                     "POSTCODE": "String"}
+DD_ACCOUNT_ID = 1001  # [I] the sandbox account's id in /v2/account-info
 DD_RATE_LIMIT_SCOPE = "lowCallRate"  # [S] tier name for bulk calls
 DD_RATE_LIMIT = 150  # [S] docs example for lowCallRate
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -90,6 +91,7 @@ class Job:
     applies: bool
     rows: int
     terminal: bool = True  # False: ``final`` is a running or unknown word, so the import never ends
+    apply: Callable[[SandboxState], None] | None = None  # more to store when it ends done (contact data)
     writes: list[tuple[tuple[str, ...], str]] = field(default_factory=list)  # (state path, key)
     info: dict[str, Any] = field(default_factory=dict)
     applied: bool = False
@@ -116,10 +118,14 @@ class SandboxState:
         self.dn_busy = False
         self.dn_last_call = -1e18
         self.qx_list_free: dict[str, float] = {}
+        # account metadata the preflight reads: Dotdigital's contact data fields (by folded
+        # name) and collections (name → scope, type)
+        self.data_fields: dict[str, dict[str, Any]] = {}
+        self.collections: dict[str, dict[str, str]] = {}
 
     @staticmethod
     def _empty() -> dict[str, Any]:
-        return {"dotdigital": {"address_books": {}, "collections": {}},
+        return {"dotdigital": {"address_books": {}, "collections": {}, "contact_data": {}},
                 "qualtrics": {"mailing_lists": {}, "batches": {}},
                 "dengage": {"contacts": {}}}
 
@@ -139,6 +145,8 @@ class SandboxState:
                         self.write(path, key)
                         if path[:2] == ("dotdigital", "address_books"):
                             self.known_contacts.add(key)
+                    if job.apply is not None:
+                        job.apply(self)
 
     def active(self, kind: str, now: float) -> int:
         """Imports of ``kind`` the vendor still counts as running (an import stuck in a running

@@ -170,6 +170,11 @@ async def contacts_submit(sb: Sandbox, request: Request) -> Response:
     job = sb.new_job("contacts", len(rows) - 1, done=CONTACT_DONE, failed="Failed", terminal=CONTACT_FAILED,
                      book=book_raw, header=lower)
     book_state = sb.state.store["dotdigital"]["address_books"].get(book_raw, {})
+    # "any other columns will attempt to map to your custom contact data fields" (seed): a
+    # column matching no field (names compared without case) is dropped without a word
+    mapped = {i: sb.state.data_fields[h.strip().casefold()]["name"] for i, h in enumerate(rows[0])
+              if i != at and h.strip().casefold() in sb.state.data_fields}
+    values: list[tuple[str, dict[str, str]]] = []
     for row in rows[1:]:
         email = (row[at] if at < len(row) else "").strip().lower()
         if not EMAIL.match(email):
@@ -186,8 +191,29 @@ async def contacts_submit(sb: Sandbox, request: Request) -> Response:
             seen.add(email)
             counts["updatedContacts" if email in book_state else "newContacts"] += 1
             job.writes.append((("dotdigital", "address_books", book_raw), email))
+            values.append((email, {name: row[i] for i, name in mapped.items() if i < len(row)}))
     job.info.update(faults=faults, counts=counts)
+    job.apply = lambda state: _store_data(state, values, MERGE[merge.lower()])
     return JSONResponse(_cased(sb, {"id": job.id, "status": CONTACT_RUNNING[0]}), 202)
+
+
+def _remember(state: Any, name: str, scope: str, kind: str) -> None:
+    """A collection exists once an import into it has landed (the import creates it)."""
+    state.collections.setdefault(name, {"scope": scope, "type": kind})
+
+
+def _store_data(state: Any, values: list[tuple[str, dict[str, str]]], merge: int) -> None:
+    """Contact data as the merge option says (seed): 0 overwrites, 1 leaves a field alone when
+    the file's value is blank, 2 fills only fields that are empty."""
+    data = state.store["dotdigital"]["contact_data"]
+    for email, fields_ in values:
+        held = data.setdefault(email, {})
+        for name, value in fields_.items():
+            if merge == 1 and value == "":
+                continue
+            if merge == 2 and held.get(name) not in (None, ""):
+                continue
+            held[name] = value
 
 
 async def _contacts_file(sb: Sandbox, request: Request) -> str:
@@ -266,6 +292,7 @@ async def td_submit(sb: Sandbox, request: Request) -> Response:
                         "ERROR_TRANSACTIONAL_DATA_VALIDATION_FAILED")
     sb.now()
     job = sb.new_job("transactional", len(items), done=TD_DONE, failed="Failed", terminal=TD_FAILED)
+    job.apply = lambda state: _remember(state, name, "v2", "transactional")
     faults: list[dict[str, Any]] = []
     seen: set[str] = set()
     for raw in items:  # property names case-insensitively (ASP.NET model binding [I])
@@ -352,8 +379,13 @@ async def insight_submit(sb: Sandbox, request: Request) -> Response:
         return v3_error(R.DD_TOO_MANY_INSIGHT_IMPORTS_STATUS, "tooManyActiveImports",
                         "Your import request cannot be accepted as too many imports are being processed "
                         "for your account. Please try again later.")
+    held = sb.state.collections.get(name)
+    if held is not None and (held["scope"] != scope or held["type"].casefold() != ctype.casefold()):
+        return v3_error(400, "collectionMismatch", f"The collection '{name}' already exists with scope "
+                                                   f"'{held['scope']}' and type '{held['type']}'.")  # [I]
     job = sb.new_job("insight", len(records), done=INSIGHT_DONE, failed="Failed", terminal=INSIGHT_FAILED,
                      collection=name)
+    job.apply = lambda state: _remember(state, name, scope, INSIGHT_TYPES[ctype.lower()])
     failures: list[dict[str, Any]] = []
     seen: set[str] = set()
     for rec in records:
@@ -398,6 +430,68 @@ async def insight_status(sb: Sandbox, request: Request) -> Response:
     return JSONResponse(out)
 
 
+# --- account metadata the preflight reads ---------------------------------------------------------
+
+
+def seed_account(state: Any, extra: dict[str, str]) -> None:
+    """Dotdigital's default contact data fields, plus the ones a sandbox was started with."""
+    for name, kind in {**R.DD_DEFAULT_FIELDS, **extra}.items():
+        state.data_fields[name.casefold()] = {"name": name, "type": kind, "visibility": "Private",
+                                              "defaultValue": None}
+
+
+async def account_info(sb: Sandbox, request: Request) -> Response:
+    """ApiAccount: ``{id, properties: [{name, type, value}]}`` (the swagger)."""
+    base = str(request.base_url).rstrip("/")
+    return JSONResponse({"id": R.DD_ACCOUNT_ID, "properties": [
+        {"name": "Name", "type": "String", "value": "crmframes sandbox"},
+        {"name": "ApiEndpoint", "type": "String", "value": base}]})
+
+
+async def address_book(sb: Sandbox, request: Request) -> Response:
+    """ApiAddressBook ``{id, name, visibility, contacts}``; 404 ERROR_ADDRESSBOOK_NOT_FOUND."""
+    raw = request.path_params["id"]
+    if not raw.isdigit() or int(raw) in R.DD_UNKNOWN_ADDRESS_BOOKS:
+        return v2_error(404, "Error:", "ERROR_ADDRESSBOOK_NOT_FOUND")
+    held = sb.state.store["dotdigital"]["address_books"].get(raw, {})
+    return JSONResponse({"id": int(raw), "name": f"Address book {raw}", "visibility": "Private",
+                         "contacts": len(held)})
+
+
+async def data_fields(sb: Sandbox, request: Request) -> Response:
+    """``GET``: [ApiDataField]; ``POST`` ApiDataField creates one (a name taken, any case: 400)."""
+    if request.method == "GET":
+        return JSONResponse(list(sb.state.data_fields.values()))
+    doc = await sb.json(request, 1_000_000, _too_large("/v2/"), error(400, "The request body is not valid JSON."))
+    name = doc.get("name") if isinstance(doc, dict) else None
+    kind = doc.get("type", "String") if isinstance(doc, dict) else None
+    if not isinstance(name, str) or not name.strip() or kind not in ("String", "Numeric", "Date", "Boolean"):
+        return v2_error(400, "A data field needs a name and a type (String, Numeric, Date or Boolean).",
+                        "ERROR_PARAMETER_INVALID")
+    if name.casefold() in sb.state.data_fields:
+        return v2_error(400, f"A data field named {name} already exists.", "ERROR_NON_UNIQUE_DATAFIELD")
+    field_ = {"name": name, "type": kind, "visibility": doc.get("visibility") or "Private",
+              "defaultValue": doc.get("defaultValue")}
+    sb.state.data_fields[name.casefold()] = field_
+    return JSONResponse(field_, 201)
+
+
+async def td_collections(sb: Sandbox, request: Request) -> Response:
+    """[ApiTransactionalDataCollection ``{id, name}``], paged by ``select`` / ``skip``."""
+    names = [n for n, c in sb.state.collections.items() if c["scope"] == "v2"]
+    skip = int(request.query_params.get("skip") or 0)
+    select = int(request.query_params.get("select") or 1000)
+    return JSONResponse([{"id": i + 1, "name": n} for i, n in enumerate(names)][skip: skip + select])
+
+
+async def insight_collections(sb: Sandbox, request: Request) -> Response:
+    """[collectionSummary ``{collectionName, collectionType, collectionScope, recordCount}``]."""
+    held = sb.state.store["dotdigital"]["collections"]
+    return JSONResponse([{"collectionName": n, "collectionType": c["type"], "collectionScope": c["scope"],
+                          "recordCount": len(held.get(n, {}))}
+                         for n, c in sb.state.collections.items() if c["scope"] != "v2"])
+
+
 def _nested_array(value: Any, in_list: bool = False) -> bool:
     if isinstance(value, list):
         return in_list or any(_nested_array(v, True) for v in value)
@@ -425,4 +519,9 @@ def routes(sb: Sandbox) -> list[Route]:
         Route("/v2/contacts/transactional-data/import/{import_id}/report", bound(td_report), methods=["GET"]),
         Route("/insightData/v3/import", bound(insight_submit), methods=["PUT"]),
         Route("/insightData/v3/import/{import_id}", bound(insight_status), methods=["GET"]),
+        Route("/v2/account-info", bound(account_info), methods=["GET"]),
+        Route("/v2/address-books/{id}", bound(address_book), methods=["GET"]),
+        Route("/v2/data-fields", bound(data_fields), methods=["GET", "POST"]),
+        Route("/v2/contacts/transactional-data-collections", bound(td_collections), methods=["GET"]),
+        Route("/insightData/v3/collections", bound(insight_collections), methods=["GET"]),
     ]

@@ -250,6 +250,22 @@ async def import_report(sb: Sandbox, request: Request) -> Response:
                          "skipToken": str(nxt) if nxt < len(job.info["entries"]) else None, "meta": meta(200)})
 
 
+async def mailing_list(sb: Sandbox, request: Request) -> Response:
+    """``GET /directories/{dir}/mailinglists/{list}``: the list, or 404 for a seeded unknown id."""
+    d, ml = request.path_params["dir"], request.path_params["ml"]
+    if any(u in d or u in ml for u in R.QX_UNKNOWN_IDS):
+        return qx_error(404, "NOT_FOUND", f"Mailing list {ml} was not found in directory {d}.")
+    held = sb.state.store["qualtrics"]["mailing_lists"].get(ml, {})
+    return ok({"mailingListId": ml, "name": f"Mailing list {ml}", "contactCount": len(held)})
+
+
+async def get_batch(sb: Sandbox, request: Request) -> Response:
+    bid = request.path_params["batch"]
+    if bid not in sb.state.store["qualtrics"]["batches"]:
+        return qx_error(404, "NOT_FOUND", f"Transaction batch {bid} was not found.")
+    return ok({"batchId": bid, "transactionIds": []})
+
+
 def routes(sb: Sandbox) -> list[Route]:
     me = sys.modules[__name__]
 
@@ -265,4 +281,6 @@ def routes(sb: Sandbox) -> list[Route]:
         Route(base + "/mailinglists/{ml}/transactioncontacts/{import_id}", bound(status), methods=["GET"]),
         Route(base + "/mailinglists/{ml}/transactioncontacts/{import_id}/summary", bound(summary), methods=["GET"]),
         Route(base + "/imports/api-import/jobs/{import_id}/report", bound(import_report), methods=["GET"]),
+        Route(base + "/mailinglists/{ml}", bound(mailing_list), methods=["GET"]),
+        Route(base + "/transactionbatches/{batch}", bound(get_batch), methods=["GET"]),
     ]

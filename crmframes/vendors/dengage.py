@@ -6,7 +6,7 @@ Contract and sources: shared/vendors/CONTRACTS.md §5.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -17,7 +17,7 @@ from crmframes._connection import Connection, Secret, clean_base_url, fingerprin
 from crmframes._encode import DateFormats, json_object
 from crmframes._errors import ConfigError, did_you_mean
 from crmframes._flow import DONE, FAILED, Fault, Outcome, Reply, Request, Status, Statuses, Submission, Totals, member
-from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, UniqueKey, as_names, register
+from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, UniqueKey, name_map, register
 
 DN_BULK = "https://dev.dengage.com/reference/updatecontactsbulk"
 HOSTS = {r: f"https://{r}-api.dengage.com" for r in ("tr", "us", "eu", "ru", "sa", "dev")}  # DN-SFCC
@@ -70,6 +70,8 @@ class Dengage(Connection):
         assert self.user_key is not None and self.password is not None
         return {"userkey": self.user_key.reveal(), "password": self.password.reveal()}
 
+    credential_vars = ("DENGAGE_USER_KEY", "DENGAGE_PASSWORD")
+
     def check_credentials(self) -> None:
         self.login_body()
 
@@ -99,17 +101,19 @@ class Dengage(Connection):
             return super().error_message(reply)
 
     def contacts(self, *, insert_if_not_exists: bool = True, throw_exception_if_invalid_record: bool = False,
-                 columns: Sequence[str] | None = None) -> DengageContacts:
+                 columns: Sequence[str] | Mapping[str, str] | None = None) -> DengageContacts:
         """BulkUpsert. ``columns``: the account's import-enabled columns to send (contact_key
-        among them); by default the frame's columns of the standard import template, and any
-        other frame column is a problem to fix, never dropped silently.
+        among them), or a map ``{D·engage column: frame column}`` that sends those columns under
+        D·engage's names and every other one under its own; by default the frame's columns of
+        the standard import template. Any other frame column is a problem to fix, never
+        dropped silently.
 
         D·engage's own defaults are ``insertIfNotExists=false`` and
         ``throwExceptionIfInvalidRecord=true`` (seed §5); crmframes always sends both, and
         defaults to inserting (an upsert: what the endpoint is named for) and to per-record
         errors (one bad record must not refuse the other 999 of a call)."""
         return DengageContacts(self, insert_if_not_exists, throw_exception_if_invalid_record,
-                               as_names(columns, "columns"))
+                               name_map(columns, "columns"))
 
 
 @register
@@ -120,7 +124,7 @@ class DengageContacts(Target):
     connection: Dengage = field(compare=False)
     insert_if_not_exists: bool = True  # D·engage's default is false (seed §5): see Dengage.contacts
     throw_exception_if_invalid_record: bool = False  # D·engage's default is true (seed §5)
-    columns: tuple[str, ...] | None = None
+    columns: tuple[str, ...] | dict[str, str] | None = None
 
     name: ClassVar[str] = "dengage.contacts"
     limits: ClassVar[Limits] = Limits(
@@ -144,68 +148,85 @@ class DengageContacts(Target):
 
     path: ClassVar[str] = "/rest/bulk/contacts"
 
-    def bind(self, schema: pl.Schema) -> Binding:
+    def pairs(self, schema: pl.Schema) -> tuple[list[tuple[str, str]], list[Problem]]:
+        """Each D·engage column sent with the frame column it comes from, and the problems."""
         problems: list[Problem] = []
-        if self.columns is not None:
+        if isinstance(self.columns, dict):  # {D·engage column: frame column}; the rest by their own names
+            problems += chk.unknown_fields(schema, list(self.columns.values()), "columns")
+            renamed = {c: n for n, c in self.columns.items() if c in schema}
+            pairs = [(renamed.get(c, c), c) for c in schema.names()]
+            enabled = set(IMPORT_TEMPLATE) | set(self.columns)
+        elif self.columns is not None:
             problems += chk.unknown_fields(schema, self.columns, "columns")
-            cols = [c for c in self.columns if c in schema]
+            pairs = [(c, c) for c in self.columns if c in schema]
+            enabled = set(self.columns)
         else:
-            cols = [c for c in schema.names() if c in IMPORT_TEMPLATE]
-            for c in schema.names():
-                if c not in IMPORT_TEMPLATE:
-                    problems.append(Problem(None, c, "unknown_column", (
-                        f"column {c!r} is not a column of D·engage's standard import template, and D·engage "
-                        f"takes only the account's import-enabled columns (a record with another column "
-                        f"fails).{did_you_mean(c, IMPORT_TEMPLATE)} If your account has it, list the columns "
-                        f"to send: contacts(columns=[...]); otherwise drop it.")))
-        if "contact_key" not in cols:
+            pairs = [(c, c) for c in schema.names()]
+            enabled = set(IMPORT_TEMPLATE)
+        for name, c in pairs:
+            if name not in enabled:
+                problems.append(Problem(None, c, "unknown_column", (
+                    f"column {c!r} is not a column of D·engage's standard import template, and D·engage "
+                    f"takes only the account's import-enabled columns (a record with another column "
+                    f"fails).{did_you_mean(name, IMPORT_TEMPLATE)} If your account has it, list the columns "
+                    f"to send: contacts(columns=[...]), or map it: contacts(columns={{'column': {c!r}}}); "
+                    "otherwise drop it.")))
+        return [(n, c) for n, c in pairs if n in enabled], problems
+
+    def bind(self, schema: pl.Schema) -> Binding:
+        pairs, problems = self.pairs(schema)
+        source = dict(pairs)  # D·engage column → frame column
+        names = [n for n, _ in pairs]
+        if "contact_key" not in source:
             near = chk.find_column(schema, "contact_key")
-            hint = f" Column {near!r} looks like it: rename it to 'contact_key'." if near else ""
+            hint = f" Column {near!r} looks like it: map it, contacts(columns={{'contact_key': {near!r}}})." \
+                if near else ""
             problems.append(Problem(None, "contact_key", "missing_column",
                                     "D·engage needs a 'contact_key' column (the unique contact ID) "
                                     f"in every upsert.{hint}"))
-        if "new_contact_key" in cols and self.insert_if_not_exists:
-            problems.append(Problem(None, "new_contact_key", "not_allowed", (
+        if "new_contact_key" in source and self.insert_if_not_exists:
+            problems.append(Problem(None, source["new_contact_key"], "not_allowed", (
                 "new_contact_key (renaming a contact) cannot be combined with insertIfNotExists=true "
                 "(seed §5): send it with contacts(insert_if_not_exists=False), or drop the column.")))
-        problems += chk.unsupported(schema, cols, allow_nested=False, vendor="D·engage")
+        problems += chk.unsupported(schema, list(source.values()), allow_nested=False, vendor="D·engage")
         checks: list[Check] = []
         unique = None
-        if "contact_key" in schema:
-            key = pl.col("contact_key").cast(pl.String)
-            checks.append(chk.not_null("contact_key", "contact_key"))
-            checks.append(Check("contact_key", "empty_key", "contact_key is empty; fill it or drop the row.",
+        if "contact_key" in source:
+            kc = source["contact_key"]
+            key = pl.col(kc).cast(pl.String)
+            checks.append(chk.not_null(kc, "contact_key"))
+            checks.append(Check(kc, "empty_key", "contact_key is empty; fill it or drop the row.",
                                 key.str.strip_chars() == ""))
-            unique = UniqueKey("contact_key", key, "contact_key")
-        if "email" in cols:
-            checks += chk.emails("email")
-        for c, limit in MAX_CHARS.items():
-            if c in cols:
-                checks.append(chk.max_chars(c, limit, c))
-        if "contact_status" in cols:
-            checks.append(Check("contact_status", "invalid_value",
+            unique = UniqueKey(kc, key, "contact_key")
+        if "email" in source:
+            checks += chk.emails(source["email"])
+        for name, limit in MAX_CHARS.items():
+            if name in source:
+                checks.append(chk.max_chars(source[name], limit, name))
+        if "contact_status" in source:
+            status = pl.col(source["contact_status"])
+            checks.append(Check(source["contact_status"], "invalid_value",
                                 "contact_status must be 'A' (active) or 'P' (passive).",
-                                ~pl.col("contact_status").cast(pl.String).is_in(["A", "P"])
-                                & pl.col("contact_status").is_not_null()))
+                                ~status.cast(pl.String).is_in(["A", "P"]) & status.is_not_null()))
         cells: list[tuple[str, pl.Expr, Any]] = []
-        for c in cols:
+        for name, c in pairs:
             dtype = schema[c]
-            if c == "contact_key":
-                cells.append((c, pl.col(c).cast(pl.String), pl.String()))
-            elif c in DATE_COLUMNS and isinstance(dtype, pl.Datetime):
+            if name == "contact_key":
+                cells.append((name, pl.col(c).cast(pl.String), pl.String()))
+            elif name in DATE_COLUMNS and isinstance(dtype, pl.Datetime):
                 # a date column holds no time: write the date, and refuse a time that would be lost
-                checks.append(Check(c, "not_a_date", f"{c} is a date in D·engage (yyyy-MM-dd, no time); this "
+                checks.append(Check(c, "not_a_date", f"{name} is a date in D·engage (yyyy-MM-dd, no time); this "
                                     "value has a time of day. Keep the date: .dt.date().",
                                     pl.col(c).dt.time() != pl.time(0)))
-                cells.append((c, pl.col(c).dt.date(), pl.Date()))
-            elif c in DATE_COLUMNS and isinstance(dtype, pl.String):
-                checks.append(Check(c, "invalid_date", f"{c} must be a date 'yyyy-MM-dd'.",
+                cells.append((name, pl.col(c).dt.date(), pl.Date()))
+            elif name in DATE_COLUMNS and isinstance(dtype, pl.String):
+                checks.append(Check(c, "invalid_date", f"{name} must be a date 'yyyy-MM-dd'.",
                                     ~pl.col(c).str.contains(r"^\d{4}-\d{2}-\d{2}$")))
-                cells.append((c, pl.col(c), dtype))
+                cells.append((name, pl.col(c), dtype))
             else:
-                cells.append((c, pl.col(c), dtype))
-        checks += chk.finite(schema, cols)
-        prefix = ('{"columns":' + json.dumps(cols, separators=(",", ":"), ensure_ascii=False)
+                cells.append((name, pl.col(c), dtype))
+        checks += chk.finite(schema, list(source.values()))
+        prefix = ('{"columns":' + json.dumps(names, separators=(",", ":"), ensure_ascii=False)
                   + ',"contactDatas":[').encode()
         suffix = ('],"insertIfNotExists":' + json.dumps(self.insert_if_not_exists)
                   + ',"throwExceptionIfInvalidRecord":' + json.dumps(self.throw_exception_if_invalid_record)
@@ -215,8 +236,9 @@ class DengageContacts(Target):
             row = json_object(cells, DATES) + pl.lit(",")
             encode = lambda nulls: row  # noqa: E731  (D·engage takes explicit nulls [I])
         key_expr = unique.key if unique is not None else None
+        sent = ", ".join(n if n == c else f"{n} ← {c}" for n, c in pairs)
         return Binding(self, tuple(problems), tuple(checks), unique, encode, Framing(prefix, suffix, trim=1),
-                       key_expr, (f"columns sent: {', '.join(cols)}",))
+                       key_expr, (f"columns sent: {sent}",))
 
     def accepted(self, reply: Reply) -> Submission:
         """Synchronous: the answer to the call is the whole report (CONTRACTS §5, §6).

@@ -10,7 +10,7 @@ import csv
 import io
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -29,7 +29,7 @@ from crmframes._encode import (
     json_object,
     strip_nulls,
 )
-from crmframes._errors import ConfigError, one_of
+from crmframes._errors import ConfigError, did_you_mean, one_of
 from crmframes._flow import (
     DONE,
     FAILED,
@@ -42,6 +42,7 @@ from crmframes._flow import (
     Status,
     StatusAnswer,
     Statuses,
+    Step,
     Submission,
     Totals,
     as_int,
@@ -62,6 +63,7 @@ from crmframes._target import (
     as_names,
     check_column,
     check_deadline,
+    name_map,
     register,
 )
 
@@ -167,6 +169,8 @@ class Dotdigital(Connection):
         assert self.username is not None and self.password is not None
         return self.username, self.password.reveal()
 
+    credential_vars = ("DOTDIGITAL_USERNAME", "DOTDIGITAL_PASSWORD")
+
     def check_credentials(self) -> None:
         self.auth()
 
@@ -202,10 +206,15 @@ class Dotdigital(Connection):
                                        b"too many imports"))
 
     def contacts(self, address_book_id: int, merge_option: str | int = "OnlyOverwriteIfNotEmpty", *,
-                 email: str | None = None, fields: Sequence[str] | None = None,
+                 email: str | None = None, fields: Sequence[str] | Mapping[str, str] | None = None,
                  upload: str = "multipart", poll_deadline: float = POLL_DEADLINE) -> DotdigitalContacts:
-        """``poll_deadline``: vendor seconds of polling one import before it is reported pending."""
-        return DotdigitalContacts(self, address_book_id, merge_option, email, _tuple(fields), upload,
+        """The CSV columns map to the account's contact data fields by name (case-insensitive).
+
+        ``fields``: a list of the columns to send, or a map from data field to column
+        (``{"FIRSTNAME": "first_name"}``) that sends those columns under the field's name and
+        every other column under its own. ``poll_deadline``: vendor seconds of polling one
+        import before it is reported pending."""
+        return DotdigitalContacts(self, address_book_id, merge_option, email, _field_map(fields), upload,
                                   poll_deadline=poll_deadline)
 
     def transactional_data(self, collection: str, *, key: str, contact: str | None = None,
@@ -223,6 +232,30 @@ class Dotdigital(Connection):
 def _tuple(fields: Sequence[str] | None) -> tuple[str, ...] | None:
     return as_names(fields, "fields")
 
+
+def _field_map(fields: object) -> tuple[str, ...] | dict[str, str] | None:
+    """``fields`` of a contacts import: a list of columns, or {data field: column}."""
+    return name_map(fields, "fields")
+
+
+# What a frame column's type can become in a Dotdigital data field of each type (ApiDataTypes).
+# Strings are left to the vendor, which parses them; other types must fit.
+_NUMERIC = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64, pl.Float32,
+            pl.Float64, pl.Decimal)
+_TEXT = (pl.String, pl.Categorical, pl.Enum, pl.Null)
+
+
+def _fits(dtype: DType, field_type: str) -> bool:
+    kind = field_type.casefold()
+    if kind == "string" or isinstance(dtype, _TEXT):
+        return True
+    if kind == "numeric":
+        return isinstance(dtype, _NUMERIC)
+    if kind == "date":
+        return isinstance(dtype, (pl.Date, pl.Datetime))
+    if kind == "boolean":
+        return isinstance(dtype, pl.Boolean)
+    return True  # a type no document lists: let the vendor decide
 
 def _free_fields(schema: pl.Schema, chosen: tuple[str, ...] | None, mapped: Sequence[str | None],
                  argument: str = "fields") -> tuple[list[str], list[Problem]]:
@@ -259,7 +292,7 @@ class DotdigitalContacts(_V2Import):
     address_book_id: int
     merge_option: str | int
     email: str | None = None
-    fields: tuple[str, ...] | None = None
+    fields: tuple[str, ...] | dict[str, str] | None = None
     upload: str = "multipart"
     boundary: str = field(default_factory=lambda: "crmframes-" + uuid.uuid4().hex)
     poll_deadline: float = POLL_DEADLINE
@@ -292,15 +325,31 @@ class DotdigitalContacts(_V2Import):
     def path(self) -> str:
         return f"/v2/address-books/{self.address_book_id}/contacts/import/with-merge-option/{self.merge_option}"
 
-    def bind(self, schema: pl.Schema) -> Binding:
+    def columns(self, schema: pl.Schema) -> tuple[str | None, list[tuple[str, str]], list[Problem]]:
+        """The email column, each data column with the CSV header it is sent under (its data
+        field's name), and the problems found resolving them."""
         email, problems = chk.resolve(schema, self.email, ["Email"], "the contact email", "email")
-        data, more = _free_fields(schema, self.fields, [email])
-        problems += more
+        if isinstance(self.fields, dict):
+            problems += chk.unknown_fields(schema, list(self.fields.values()), "fields")
+            renamed = {c: f for f, c in self.fields.items() if c in schema}
+            pairs = [(renamed.get(c, c), c) for c in schema.names() if c != email]
+        else:
+            data, more = _free_fields(schema, self.fields, [email])
+            problems += more
+            pairs = [(c, c) for c in data]
+        seen: dict[str, str] = {"email": "Email"}
+        for header, column in pairs:
+            if header.casefold() in seen:
+                problems.append(Problem(None, column, "duplicate_column", (
+                    f"column {column!r} would be sent as {header!r}, a second {seen[header.casefold()]!r} column "
+                    "(names are compared without case); drop or rename it.")))
+            seen[header.casefold()] = header
+        return email, pairs, problems
+
+    def bind(self, schema: pl.Schema) -> Binding:
+        email, pairs, problems = self.columns(schema)
+        data = [c for _, c in pairs]
         problems += chk.unsupported(schema, data, allow_nested=False, vendor="a Dotdigital data field")
-        clashes = [d for d in data if d.lower() == "email"]
-        for d in clashes:
-            problems.append(Problem(None, d, "duplicate_column",
-                                    f"column {d!r} would be a second Email column; drop or rename it."))
         checks: list[Check] = chk.finite(schema, data)
         unique = None
         if email is not None:
@@ -314,9 +363,13 @@ class DotdigitalContacts(_V2Import):
             address = pl.col(email).cast(pl.String).fill_null("")
             row = csv_row([address, *(csv_cell(pl.col(c), schema[c]) for c in data)])
             encode = lambda nulls: row  # noqa: E731  (CSV writes nulls as empty cells)
-        head = csv_header(["Email", *data]).encode()
+        head = csv_header(["Email", *(h for h, _ in pairs)]).encode()
         key = unique.key if unique is not None else None
-        return Binding(self, tuple(problems), tuple(checks), unique, encode, self._framing(head), key)
+        notes = ("data fields: " + (", ".join(h if h == c else f"{h} ← {c}" for h, c in pairs) or "(none)"),)
+        return Binding(self, tuple(problems), tuple(checks), unique, encode, self._framing(head), key, notes)
+
+    def account_checks(self, schema: pl.Schema) -> Flow:
+        return _contacts_account(self, schema)
 
     def track(self, import_id: str, early: tuple[Any, ...], context: Any, sent: int = 0) -> Flow:
         return _contacts_track(import_id, self.poll_deadline)
@@ -395,6 +448,9 @@ class DotdigitalTransactionalData(_V2Import):
     def track(self, import_id: str, early: tuple[Any, ...], context: Any, sent: int = 0) -> Flow:
         return _transactional_track(import_id, self.poll_deadline)
 
+    def account_checks(self, schema: pl.Schema) -> Flow:
+        return _transactional_account(self)
+
     def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema,
                 nulls: frozenset[str]) -> pl.Expr:
         inner = strip_nulls(json_object([(c, pl.col(c), schema[c]) for c in data], ISO), data, schema, nulls)
@@ -468,6 +524,9 @@ class DotdigitalInsightData(Target):
 
     def track(self, import_id: str, early: tuple[Any, ...], context: Any, sent: int = 0) -> Flow:
         return _insight_track(self.path, import_id, self.poll_deadline)
+
+    def account_checks(self, schema: pl.Schema) -> Flow:
+        return _insight_account(self)
 
     def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema,
                 nulls: frozenset[str]) -> pl.Expr:
@@ -623,3 +682,67 @@ def _fault(item: Any, reason: str, detail: str) -> Fault:
     key = member(item, "key")
     return Fault(str(member(item, reason) or "Unknown"), None if why is None else str(why),
                  key=None if key is None else str(key))
+
+
+# --- preflight against the account (sans-I/O; cost: the calls below, cached a minute) -------------
+
+ACCOUNT_CACHE = 60.0  # seconds an account's metadata is reused, so a loop of submits asks once
+
+
+def _get(path: str, **params: str) -> Request:
+    return Request("GET", path, "account", params=params, answered=frozenset({404}), cache=ACCOUNT_CACHE)
+
+
+def _contacts_account(t: DotdigitalContacts, schema: pl.Schema) -> Generator[Step, Reply | None, list[Problem]]:
+    """2 calls: ``GET /v2/address-books/{id}`` (404: no such book) and ``GET /v2/data-fields``;
+    each column must land in a data field (the service drops the others silently, seed §3)
+    whose type it fits."""
+    problems = []
+    book = yield from call(_get(f"/v2/address-books/{t.address_book_id}"))
+    if book.status == 404:
+        problems.append(Problem(None, None, "unknown_destination", (
+            f"Dotdigital has no address book {t.address_book_id} in this account (ERROR_ADDRESSBOOK_NOT_FOUND): "
+            "check address_book_id.")))
+    reply = yield from call(_get("/v2/data-fields"))
+    fields = {str(member(f, "name")).casefold(): f for f in reply.json() or [] if isinstance(f, dict)}
+    names = [str(member(f, "name")) for f in fields.values()]
+    _, pairs, _ = t.columns(schema)
+    for header, column in pairs:
+        found = fields.get(header.casefold())
+        sent_as = "" if header == column else f" (sent as {header!r})"
+        if found is None:
+            problems.append(Problem(None, column, "unmapped_column", (
+                f"column {column!r}{sent_as} matches no contact data field of the account, so Dotdigital would "
+                f"drop its values without a word.{did_you_mean(header, names)} Map it to a field: "
+                f"contacts(..., fields={{'FIELD': {column!r}}}); create the field in Dotdigital; or drop the "
+                f"column. The account's fields: {', '.join(sorted(names)) or '(none)'}.")))
+            continue
+        kind = str(member(found, "type") or "String")
+        if not _fits(schema[column], kind):
+            problems.append(Problem(None, column, "type_mismatch", (
+                f"column {column!r}{sent_as} is {schema[column]}, but the data field {member(found, 'name')!r} is "
+                f"{kind}: cast the column, or map it to a field of a fitting type.")))
+    return problems
+
+
+def _transactional_account(t: DotdigitalTransactionalData) -> Generator[Step, Reply | None, list[Problem]]:
+    """1 call, ``GET /v2/contacts/transactional-data-collections``: it proves the credentials
+    (a collection the account lacks is created by the import [I])."""
+    yield from call(_get("/v2/contacts/transactional-data-collections", select="1000", skip="0"))
+    return []
+
+
+def _insight_account(t: DotdigitalInsightData) -> Generator[Step, Reply | None, list[Problem]]:
+    """1 call, ``GET /insightData/v3/collections``: an existing collection of another scope or
+    type would refuse the records (a missing one is created, DD-ID)."""
+    reply = yield from call(_get("/insightData/v3/collections"))
+    for c in reply.json() or []:
+        if str(member(c, "collectionName")) != t.collection:
+            continue
+        scope, kind = member(c, "collectionScope"), member(c, "collectionType")
+        if (scope and str(scope).casefold() != t.scope) or (kind and str(kind).casefold() != t.type.casefold()):
+            return [Problem(None, None, "collection_conflict", (
+                f"the account already has an Insight collection {t.collection!r} of scope {scope!r} and type "
+                f"{kind!r}; this target sends scope {t.scope!r}, type {t.type!r}. Use that scope and type, or "
+                "another collection name."))]
+    return []

@@ -6,7 +6,7 @@ Contract and sources: shared/vendors/CONTRACTS.md §4.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -15,7 +15,7 @@ import polars as pl
 from crmframes import _checks as chk
 from crmframes._connection import Connection, Secret, clean_base_url, fingerprint, need, option, secret
 from crmframes._encode import ISO, csv_text, strip_keys
-from crmframes._errors import ConfigError
+from crmframes._errors import ConfigError, one_of
 from crmframes._flow import (
     DONE,
     FAILED,
@@ -39,7 +39,18 @@ from crmframes._flow import (
     poll_intervals,
     still_running,
 )
-from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, as_names, check_deadline, register
+from crmframes._target import (
+    Binding,
+    Check,
+    Framing,
+    Limits,
+    Problem,
+    Target,
+    as_names,
+    check_deadline,
+    name_map,
+    register,
+)
 
 QX_CREATE = "https://api.qualtrics.com/bab13356ac724-create-transaction-contacts-import"
 # The contact keys of a transaction contacts import, as the seed and the client generated
@@ -98,6 +109,8 @@ class Qualtrics(Connection):
         assert self.token is not None
         return {"X-API-TOKEN": self.token.reveal()}
 
+    credential_vars = ("QUALTRICS_API_TOKEN",)
+
     def check_credentials(self) -> None:
         self.headers()
 
@@ -118,12 +131,20 @@ class Qualtrics(Connection):
     def transaction_contacts(self, directory_id: str, mailing_list_id: str, *,
                              transaction_fields: Sequence[str] = (),
                              embedded_fields: Sequence[str] | None = None,
-                             batch_id: str | None = None,
+                             batch_id: str | None = None, contact_fields: Mapping[str, str] | None = None,
                              poll_deadline: float = POLL_DEADLINE) -> QualtricsTransactionContacts:
-        """``poll_deadline``: vendor seconds of polling one import before it is reported pending."""
+        """Columns named like a contact key (firstName, lastName, email, extRef, language,
+        unsubscribed; case, '_' and '-' ignored) become those keys; ``contact_fields`` maps
+        others, ``{"firstName": "first"}``. ``transaction_fields`` go in transactionData, the
+        other columns (or ``embedded_fields``) in embeddedData. ``poll_deadline``: vendor
+        seconds of polling one import before it is reported pending."""
+        mapped = name_map(contact_fields, "contact_fields")
+        if mapped is not None and not isinstance(mapped, dict):
+            raise ConfigError(f"contact_fields must map contact keys to column names, e.g. "
+                              f"{{'firstName': 'first'}}; got {contact_fields!r}")
         return QualtricsTransactionContacts(
             self, directory_id, mailing_list_id, as_names(transaction_fields, "transaction_fields") or (),
-            as_names(embedded_fields, "embedded_fields"), batch_id, poll_deadline)
+            as_names(embedded_fields, "embedded_fields"), batch_id, poll_deadline, mapped)
 
 
 @register
@@ -138,6 +159,7 @@ class QualtricsTransactionContacts(Target):
     embedded_fields: tuple[str, ...] | None = None
     batch_id: str | None = None
     poll_deadline: float = POLL_DEADLINE
+    contact_fields: dict[str, str] | None = None
 
     name: ClassVar[str] = "qualtrics.transaction_contacts"
     statuses: ClassVar[Statuses | None] = IMPORT_STATUSES
@@ -167,11 +189,14 @@ class QualtricsTransactionContacts(Target):
             raise ConfigError(f"batch_id must be a Qualtrics transaction batch ID of at most "
                               f"{BATCH_ID_RESERVED} characters; got {self.batch_id!r}")
         check_deadline(self.poll_deadline)
+        for key in self.contact_fields or {}:
+            if key not in STANDARD:
+                raise ConfigError(one_of(key, STANDARD, "contact_fields keys"))
 
     def describe(self) -> dict[str, Any]:
         return {"directory_id": self.directory_id, "mailing_list_id": self.mailing_list_id,
                 "transaction_fields": self.transaction_fields, "embedded_fields": self.embedded_fields,
-                "batch_id": self.batch_id, "poll_deadline": self.poll_deadline}
+                "batch_id": self.batch_id, "poll_deadline": self.poll_deadline, "contact_fields": self.contact_fields}
 
     @property
     def path(self) -> str:
@@ -190,8 +215,12 @@ class QualtricsTransactionContacts(Target):
 
     def bind(self, schema: pl.Schema) -> Binding:
         problems: list[Problem] = chk.unknown_fields(schema, self.transaction_fields, "transaction_fields")
+        given = self.contact_fields or {}
+        problems += chk.unknown_fields(schema, list(given.values()), "contact_fields")
         standard = {f: c for f in STANDARD if (c := chk.find_column(schema, f)) is not None
-                    and c not in self.transaction_fields}
+                    and c not in self.transaction_fields and c not in given.values()}
+        standard |= {f: c for f, c in given.items() if c in schema}
+        standard = {f: standard[f] for f in STANDARD if f in standard}  # the documented order
         taken = set(standard.values()) | set(self.transaction_fields)
         if self.embedded_fields is not None:
             problems += chk.unknown_fields(schema, self.embedded_fields, "embedded_fields")
@@ -267,6 +296,9 @@ class QualtricsTransactionContacts(Target):
 
     def track(self, import_id: str, early: tuple[Any, ...], context: Any, sent: int = 0) -> Flow:
         return _track(self, import_id, len(early), sent)
+
+    def account_checks(self, schema: pl.Schema) -> Flow:
+        return _account(self)
 
     def reframe(self, body: bytes, batch_id: str | None) -> bytes:
         """Swap the planned envelope (which reserved room for an id) for the real batch id."""
@@ -409,3 +441,25 @@ def _report_entry(entry: Any, with_transactions: bool) -> Fault | None:
         if word not in REPORT_OK:
             verdict = ""
     return Fault("imported", None, index=index, verdict="accepted") if verdict else None
+
+
+def _account(t: QualtricsTransactionContacts) -> Generator[Step, Reply | None, list[Problem]]:
+    """1 call, ``GET /directories/{dir}/mailinglists/{list}`` (2 with a ``batch_id``:
+    ``GET /directories/{dir}/transactionbatches/{batch}``), cached a minute. Qualtrics takes
+    an import into a missing list or batch and creates nothing (seed FAQ): ask first."""
+    found = []
+    reply = yield from call(Request("GET", f"/API/v3/directories/{t.directory_id}/mailinglists/{t.mailing_list_id}",
+                                    "account", answered=frozenset({400, 404}), cache=60.0))
+    if reply.status != 200:
+        found.append(Problem(None, None, "unknown_destination", (
+            f"Qualtrics has no mailing list {t.mailing_list_id} in directory {t.directory_id} (HTTP {reply.status}): "
+            "check directory_id and mailing_list_id.")))
+    if t.batch_id:
+        reply = yield from call(Request("GET", f"/API/v3/directories/{t.directory_id}/transactionbatches/{t.batch_id}",
+                                        "account", answered=frozenset({400, 404}), cache=60.0))
+        if reply.status != 200:
+            found.append(Problem(None, None, "unknown_destination", (
+                f"Qualtrics has no transaction batch {t.batch_id} in directory {t.directory_id} (HTTP "
+                f"{reply.status}), so no transaction would be created: check batch_id, or leave it out to have "
+                "one made for the job.")))
+    return found

@@ -64,6 +64,21 @@ DN_BULK = {"code": 0, "message": "Success",
                     "warnings": []}}
 
 
+# Account metadata the preflight reads. DD-AB's example address book (its id made the one the
+# test sends to); the swagger's ApiDataField shape with the default fields every account
+# starts with (CONTRACTS §6; types [I]); DD-TD's example collection list (PascalCase, mended
+# into JSON); DD-ID's collectionSummary with its own example values; Qualtrics' mailing list
+# shape (QX-QD get-mailing-list; values [I]).
+ADDRESS_BOOK = {"id": 123, "name": "Address book 2", "visibility": "Private", "contacts": 5}
+DATA_FIELDS = [{"name": n, "type": "String", "visibility": "Private", "defaultValue": None}
+               for n in ("FIRSTNAME", "LASTNAME", "FULLNAME", "GENDER", "POSTCODE")]
+TD_COLLECTIONS = [{"Id": 1, "Name": "Catalog"}, {"Id": 2, "Name": "Orders"},
+                  {"Id": 3, "Name": "ProductRecommendations"}, {"Id": 4, "Name": "ProductRecommendations_2"}]
+INSIGHT_COLLECTIONS = [{"collectionName": "Orders", "collectionType": "orders", "collectionScope": "contact",
+                        "recordCount": 100}]
+QX_LIST_ANSWER = {"mailingListId": QX_LIST, "name": "Transactions", "ownerId": "UR_0123456789", "contactCount": 0}
+
+
 def answer(method: str, url: str, status: int, body: object, content_type: str = "application/json") -> dict:
     text = body if isinstance(body, str) else json.dumps(body)
     return {"request": {"method": method, "uri": url, "body": None, "headers": {}},
@@ -73,6 +88,8 @@ def answer(method: str, url: str, status: int, body: object, content_type: str =
 
 CASSETTES = {
     "dotdigital_contacts": [
+        answer("GET", f"{DD}/v2/address-books/123", 200, ADDRESS_BOOK),
+        answer("GET", f"{DD}/v2/data-fields", 200, DATA_FIELDS),
         answer("POST", f"{DD}/v2/address-books/123/contacts/import/with-merge-option/OnlyOverwriteIfNotEmpty", 202,
                {"id": CONTACT_IMPORT, "status": "NotFinished"}),
         answer("GET", f"{DD}/v2/contacts/import/{CONTACT_IMPORT}", 200, {"id": CONTACT_IMPORT, "status": "Finished"}),
@@ -81,6 +98,7 @@ CASSETTES = {
                "application/octet-stream"),
     ],
     "dotdigital_transactional_data": [
+        answer("GET", f"{DD}/v2/contacts/transactional-data-collections?select=1000&skip=0", 200, TD_COLLECTIONS),
         answer("POST", f"{DD}/v2/contacts/transactional-data/import/orders", 202,
                {"id": TD_IMPORT, "status": "NotStarted"}),
         answer("GET", f"{DD}/v2/contacts/transactional-data/import/{TD_IMPORT}", 200,
@@ -88,10 +106,13 @@ CASSETTES = {
         answer("GET", f"{DD}/v2/contacts/transactional-data/import/{TD_IMPORT}/report", 200, TD_REPORT),
     ],
     "dotdigital_insight_data": [
+        answer("GET", f"{DD}/insightData/v3/collections", 200, INSIGHT_COLLECTIONS),
         answer("PUT", f"{DD}/insightData/v3/import", 202, {"importId": INSIGHT_IMPORT}),
         answer("GET", f"{DD}/insightData/v3/import/{INSIGHT_IMPORT}", 200, INSIGHT_DONE),
     ],
     "qualtrics_transaction_contacts": [
+        answer("GET", f"{QX}/API/v3/directories/{QX_DIR}/mailinglists/{QX_LIST}", 200,
+               {"result": QX_LIST_ANSWER, "meta": META}),
         answer("POST", f"{QX}/API/v3/directories/{QX_DIR}/transactionbatches", 200,
                {"result": {"id": QX_BATCH}, "meta": META}),
         answer("POST", f"{QX}{QX_PATH}", 200, {"result": {

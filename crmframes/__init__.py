@@ -29,7 +29,7 @@ from crmframes._errors import (
     VendorError,
     VendorUnavailableError,
 )
-from crmframes._job import Job, asubmit, jobs, resume, submit
+from crmframes._job import Job, asubmit, baseline, jobs, resume, submit
 from crmframes._pipeline import Payload, Plan, payloads, plan
 from crmframes._retry import RetryPolicy
 from crmframes._target import Limits, Target
@@ -80,6 +80,7 @@ __all__ = [
     "VendorUnavailableError",
     "__version__",
     "asubmit",
+    "baseline",
     "jobs",
     "payloads",
     "plan",

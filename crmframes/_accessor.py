@@ -34,9 +34,12 @@ class CrmNamespace(Generic[F]):
 
         return validate(self._frame, _target(target), account=account)
 
-    def plan(self, target: Target) -> _pipeline.Plan:
-        """One row per request that would be sent, with bytes, row ranges and what closed it."""
-        return _pipeline.plan(self._frame, _target(target))
+    def plan(self, target: Target, *, skip_unchanged: bool = False) -> _pipeline.Plan:
+        """One row per request that would be sent, with bytes, row ranges and what closed it.
+
+        ``skip_unchanged``: leave out rows identical to what the vendor last accepted for this
+        destination (``plan.unchanged_rows`` says how many)."""
+        return _pipeline.plan(self._frame, _target(target), skip_unchanged=skip_unchanged)
 
     def payloads(self, target: Target) -> Iterator[_pipeline.Payload]:
         """The exact request bodies, lazily, with the input row numbers inside each."""
@@ -45,7 +48,7 @@ class CrmNamespace(Generic[F]):
     def submit(self, target: Target, *, wait: bool = True, timeout: float | None = None,
                retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (),
                max_reject_rate: float | None = None, progress: bool | str | None = None,
-               check_account: bool = True) -> Job:
+               check_account: bool = True, skip_unchanged: bool = False) -> Job:
         """Send the frame: plan, submit each request under the vendor's limits, poll, fetch
         the reports. Returns a ``Job``; ``job.report()`` has one row per input row.
 
@@ -53,21 +56,25 @@ class CrmNamespace(Generic[F]):
         the rows sent (the rest become ``not_sent``). ``progress``: None shows a live panel
         in a notebook and bars on a terminal; False (or CRMFRAMES_PROGRESS=0) shows nothing.
         ``check_account``: ask the account first (``validate(t, account=True)``) and refuse
-        a missing destination, refused credentials, or columns the account cannot take."""
+        a missing destination, refused credentials, or columns the account cannot take.
+        ``skip_unchanged``: send only rows new or changed since the vendor last accepted them
+        for this destination; the others read ``unchanged`` (DESIGN §10)."""
         from crmframes._job import submit
 
         return submit(self._frame, _target(target), wait=wait, timeout=timeout, retry=retry, sinks=sinks,
-                      max_reject_rate=max_reject_rate, progress=progress, check_account=check_account)
+                      max_reject_rate=max_reject_rate, progress=progress, check_account=check_account,
+                      skip_unchanged=skip_unchanged)
 
     async def asubmit(self, target: Target, *, wait: bool = True, timeout: float | None = None,
                       retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (),
                       max_reject_rate: float | None = None, progress: bool | str | None = None,
-                      check_account: bool = True) -> Job:
+                      check_account: bool = True, skip_unchanged: bool = False) -> Job:
         """The async twin of ``submit``: ``job = await df.crm.asubmit(t)``."""
         from crmframes._job import asubmit
 
         return await asubmit(self._frame, _target(target), wait=wait, timeout=timeout, retry=retry, sinks=sinks,
-                             max_reject_rate=max_reject_rate, progress=progress, check_account=check_account)
+                             max_reject_rate=max_reject_rate, progress=progress, check_account=check_account,
+                             skip_unchanged=skip_unchanged)
 
 
 def _target(target: object) -> Target:

@@ -95,6 +95,10 @@ class Connection:
         """Who the vendor counts limits against, without secrets (budgets are per account)."""
         return f"{self.vendor}|{self.base_url}"
 
+    def identity(self) -> str:
+        """The account a baseline belongs to: it survives a password change (no secret in it)."""
+        return f"{self.vendor}|{self.base_url}"
+
     def auth_headers(self, token: str | None) -> dict[str, str]:
         """Headers that authenticate a call (``token`` from ``login`` where there is one)."""
         raise NotImplementedError

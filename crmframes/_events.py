@@ -42,6 +42,7 @@ class Planned(Event):
     partitions: tuple[tuple[int, int, int], ...]  # (partition, rows, bytes)
     input_rows: int
     invalid_rows: int
+    unchanged_rows: int = 0  # left out by skip_unchanged
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class JobState:
     target: str = ""
     input_rows: int = 0
     invalid_rows: int = 0
+    unchanged_rows: int = 0
     partitions: dict[int, PartitionState] = field(default_factory=dict)
     retries: int = 0
     waiting: str | None = None  # the current wait, e.g. "rate_limited 1.2 s"
@@ -175,6 +177,7 @@ class JobState:
     def _apply(self, e: Event) -> None:
         if isinstance(e, Planned):
             self.target, self.input_rows, self.invalid_rows = e.target, e.input_rows, e.invalid_rows
+            self.unchanged_rows = e.unchanged_rows
             for i, rows, size in e.partitions:
                 self.partitions.setdefault(i, PartitionState(i, rows, size))
             self.stopped = None
@@ -232,6 +235,7 @@ class JobState:
                       (PLANNED, SENDING, SUBMITTED, FINISHED, FAILED, REFUSED, IN_DOUBT, NOT_SENT)}
             return Progress(
                 target=self.target, input_rows=self.input_rows, invalid_rows=self.invalid_rows,
+                unchanged_rows=self.unchanged_rows,
                 partitions=len(parts), partitions_sent=len(sent), partitions_settled=len(settled),
                 rows_total=sum(p.rows for p in parts), rows_sent=sum(p.rows for p in sent),
                 rows_settled=sum(p.rows for p in settled), rows_rejected=rejected,
@@ -249,6 +253,7 @@ class Progress:
     target: str
     input_rows: int
     invalid_rows: int
+    unchanged_rows: int
     partitions: int
     partitions_sent: int
     partitions_settled: int

@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from crmframes import _account, _engine, _journal, _loop, _report
+from crmframes import _account, _baseline, _engine, _journal, _loop, _report
 from crmframes._display import render
 from crmframes._display.log import log_event
 from crmframes._errors import ConfigError, CrmError, CrmWarning, FrameError
@@ -64,11 +64,12 @@ class Job:
     def __init__(self, frame: Frame | None, target: Target, *, retry: RetryPolicy | None = None,
                  sinks: Iterable[Sink] = (), chunk_rows: int = CHUNK_ROWS, max_reject_rate: float | None = None,
                  progress: bool | str | None = None, parent: tuple[str, pl.Series] | None = None,
-                 check_account: bool = True,
+                 check_account: bool = True, skip_unchanged: bool = False,
                  _restore: tuple[str, Plan, list[str], pl.DataFrame] | None = None) -> None:
         if isinstance(sinks, Iterable) and not isinstance(sinks, (str, bytes)):
             sinks = list(sinks)  # a generator is read once: by the check, then kept
-        check_options(max_reject_rate=max_reject_rate, retry=retry, progress=progress, sinks=sinks)
+        check_options(max_reject_rate=max_reject_rate, retry=retry, progress=progress, sinks=sinks,
+                      skip_unchanged=skip_unchanged)
         # a retry_failed() job: its parent job and, per row of this job, the parent's row number
         self.parent: str | None = None if parent is None else parent[0]
         self.parent_rows: pl.Series | None = None if parent is None else parent[1]
@@ -91,7 +92,7 @@ class Job:
             target.connection.check_credentials()  # before anything is journalled
             if check_account:
                 _account.require(frame, target, self.retry)
-            found = survey(frame, target, chunk_rows=chunk_rows)
+            found = survey(frame, target, chunk_rows=chunk_rows, skip_unchanged=skip_unchanged)
             self.id = uuid.uuid4().hex[:12]
             self.plan, self.hashes, lineage = found.plan, found.hashes, found.lineage
             self.journal.create(self.id, target, self.plan, self.hashes, lineage,
@@ -101,11 +102,14 @@ class Job:
         sent = lineage.filter(pl.col("partition").is_not_null())
         self._lineage = {int(k[0]): v for k, v in sent.partition_by("partition", as_dict=True).items()}
         self._keys = lineage.select("row", "key")  # every row's key at submit: re-reads are checked against it
+        # the rows the survey found unchanged: the job leaves the same ones out when it sends
+        self._skip = self.plan.unchanged.get_column("row").sort().to_numpy()
         self.state = JobState(self.id)
-        self._sinks: list[Sink] = [self.state.apply, self.journal.record, log_event, *sinks]
+        self._sinks: list[Sink] = [self.state.apply, self.journal.record, self._learn, log_event, *sinks]
         parts = tuple((int(i), int(r), int(b)) for i, r, b in
                       self.plan.partitions.select("partition", "rows", "bytes").iter_rows())
-        planned = Planned(self.id, time.time(), target.name, parts, self.plan.input_rows, self.plan.invalid_rows)
+        planned = Planned(self.id, time.time(), target.name, parts, self.plan.input_rows, self.plan.invalid_rows,
+                          self.plan.unchanged_rows)
         if _restore is None:
             self.emit(planned)
         else:
@@ -125,8 +129,11 @@ class Job:
             raise ConfigError(f"no job {job_id!r} in the journal at {jr.root}; recent jobs: {known} (cf.jobs())")
         target = _rebuild_target(row, connection)
         d = jr.dir(job_id)
+        unchanged = d / "unchanged.parquet"
         plan_ = Plan(target, pl.read_parquet(d / "plan.parquet"), pl.read_parquet(d / "problems.parquet"),
-                     row["input_rows"], row["invalid_rows"])
+                     row["input_rows"], row["invalid_rows"],
+                     unchanged=pl.read_parquet(unchanged) if unchanged.exists() else
+                     pl.DataFrame(schema={"row": pl.Int64, "job_id": pl.String}))
         hashes = [p["hash"] for p in parts]
         policy = json.loads(row["policy"])
         parent_rows = jr.parent_rows(job_id)
@@ -172,6 +179,19 @@ class Job:
                     raise
                 log.exception("crmframes: a progress sink failed on %s", type(event).__name__)
 
+    def _learn(self, e: Event) -> None:
+        """The baseline learns each row the vendor confirmed accepted, as its partition settles
+        (a crash keeps what was confirmed); the job's end folds the lot into one file."""
+        if isinstance(e, Settled) and e.state == FINISHED:
+            part = self._lineage.get(e.partition)
+            if part is None or "row_hash" not in part.columns or part.get_column("row_hash").null_count():
+                return
+            refused = e.faults.get_column("row") if e.faults is not None and e.faults.height else None
+            ok = part if refused is None else part.filter(~pl.col("row").is_in(refused.implode()))
+            _baseline.record(self.target, self.id, ok.get_column("key_hash"), ok.get_column("row_hash"))
+        elif isinstance(e, Stopped) and e.how == "done":
+            _baseline.compact(self.target)
+
     def payload_iter(self) -> Iterator[tuple[Payload, str]]:
         """Each payload with the hash of its body (checked against the plan's)."""
         if self.frame is None:
@@ -179,7 +199,7 @@ class Job:
             raise FrameError(f"job {self.id} has {len(unsent)} partition(s) not sent yet ({unsent[:10]}); pass the "
                              f"same frame to send them: cf.resume({self.id!r}, frame)")
         # map, not a generator expression: that would hold the previous body while the next is built
-        return map(_with_hash, payloads(self.frame, self.target, chunk_rows=self.chunk_rows))
+        return map(_with_hash, payloads(self.frame, self.target, chunk_rows=self.chunk_rows, skip_rows=self._skip))
 
     def lineage(self, partition: int) -> tuple[pl.Series, pl.Series | None]:
         """The input rows of a partition, and the keys the vendor will echo for them."""
@@ -376,7 +396,8 @@ class Job:
     def report(self) -> pl.DataFrame:
         """Exactly one row per input row: ``row, partition, import_id, outcome, reason, detail``
         (a ``retry_failed()`` job adds ``parent_row``, the row's number in the first job)."""
-        rep = _report.report(self.state, self.plan.partitions, self.plan.problems, running=self.state.stopped is None)
+        rep = _report.report(self.state, self.plan.partitions, self.plan.problems, running=self.state.stopped is None,
+                             unchanged=self.plan.unchanged)
         if self.parent_rows is not None:
             rep = rep.with_columns(parent_row=self.parent_rows.cast(pl.Int64))
         return rep
@@ -415,14 +436,16 @@ class Job:
 def submit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | None = None,
            retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (), max_reject_rate: float | None = None,
            progress: bool | str | None = None, parent: tuple[str, pl.Series] | None = None,
-           check_account: bool = True) -> Job:
+           check_account: bool = True, skip_unchanged: bool = False) -> Job:
     """Plan, then send every partition under the vendor's limits; ``wait=False`` returns at once.
 
     ``progress``: None picks the notebook panel or terminal bars; False shows nothing.
-    ``check_account``: ask the account first and refuse what it cannot take (DESIGN §6)."""
+    ``check_account``: ask the account first and refuse what it cannot take (DESIGN §6).
+    ``skip_unchanged``: send only rows new or changed since the vendor last accepted them for
+    this destination (DESIGN §10); the others read ``unchanged``."""
     check_options(wait=wait, timeout=timeout, check_account=check_account)
     job = Job(frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate, progress=progress,
-              parent=parent, check_account=check_account)
+              parent=parent, check_account=check_account, skip_unchanged=skip_unchanged)
     if wait:
         return job.wait(timeout)
     job._start()
@@ -432,11 +455,11 @@ def submit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | 
 async def asubmit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | None = None,
                   retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (),
                   max_reject_rate: float | None = None, progress: bool | str | None = None,
-                  check_account: bool = True) -> Job:
+                  check_account: bool = True, skip_unchanged: bool = False) -> Job:
     """The async twin of ``submit`` (planning and the account check run in a worker thread)."""
     check_options(wait=wait, timeout=timeout, check_account=check_account)
     job = await asyncio.to_thread(Job, frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate,
-                                  progress=progress, check_account=check_account)
+                                  progress=progress, check_account=check_account, skip_unchanged=skip_unchanged)
     if wait:
         return await job.await_(timeout)
     job._start()
@@ -454,6 +477,17 @@ def jobs(*, prune_older_than: str | float | dt.datetime | dt.date | None = None)
     if prune_older_than is not None:
         jr.prune(cutoff(prune_older_than))
     return jr.jobs()
+
+
+def baseline(target: Target, *, reset: bool = False) -> pl.DataFrame:
+    """What the vendor is known to hold for ``target``'s destination (DESIGN §10): one row per
+    key it confirmed accepted — ``key_hash``, ``row_hash``, the ``job_id`` that wrote it and
+    ``written_at``. ``reset=True`` forgets it first (the next ``skip_unchanged`` run sends all)."""
+    if not isinstance(target, Target):
+        raise ConfigError(f"baseline takes a target such as cf.Dotdigital().contacts(...); got {type(target).__name__}")
+    if reset:
+        _baseline.reset(target)
+    return _baseline.frame(target)
 
 
 def cutoff(value: str | float | dt.datetime | dt.date) -> float:
@@ -537,6 +571,7 @@ _OPTION_RULES: dict[str, Callable[[Any], tuple[bool, str]]] = {
                         and all(callable(x) for x in v), "a list of callables that take an event"),
     "wait": lambda v: (isinstance(v, bool), "True or False"),
     "check_account": lambda v: (isinstance(v, bool), "True or False"),
+    "skip_unchanged": lambda v: (isinstance(v, bool), "True or False"),
     "timeout": lambda v: (v is None or (_number(v) and v >= 0), "None or seconds (a number >= 0)"),
 }
 

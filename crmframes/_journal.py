@@ -105,6 +105,8 @@ class Journal:
             private_dir(folder)
         self._write(survey_plan.partitions, d / "plan.parquet")
         self._write(survey_plan.problems, d / "problems.parquet")
+        if survey_plan.unchanged_rows:
+            self._write(survey_plan.unchanged, d / "unchanged.parquet")
         self._write(lineage, d / "lineage.parquet")
         if parent_rows is not None:
             self._write(pl.DataFrame({"parent_row": parent_rows.cast(pl.Int64)}), d / "parent_rows.parquet")

@@ -16,7 +16,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from crmframes._baseline import Known
+
 Frame = pl.DataFrame | pl.LazyFrame
 CHUNK_ROWS = 49_152  # rows per batch: bounds the encoded columns in flight. Measured (1M rows, 2 encode
 # threads), D·engage eager peak / Insight time: 32k 1.2× / 0.80 s, 48k 1.4× / 0.75 s, 64k 2.0× / 0.72 s
@@ -38,6 +40,7 @@ ENCODE_AHEAD = 2  # finished batches that may wait for the partitioner: the enco
 # contacts 0.83 → 0.70 s; 4 measured no faster; peak memory within noise)
 ASSUMED_UPLOAD_BYTES_PER_S = 5_000_000  # [I] for estimates only
 
+UNCHANGED_SCHEMA = {"row": pl.Int64, "job_id": pl.String}
 PROBLEM_SCHEMA = {"row": pl.Int64, "column": pl.String, "code": pl.String, "problem": pl.String}
 PARTITION_SCHEMA = {
     "partition": pl.Int64, "rows": pl.Int64, "bytes": pl.Int64,
@@ -70,6 +73,8 @@ class Plan:
     input_rows: int
     invalid_rows: int
     notes: tuple[str, ...] = ()  # where the columns go (e.g. Qualtrics embeddedData), from the target
+    # rows left out by skip_unchanged: identical to what the vendor last accepted (row, job_id)
+    unchanged: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=UNCHANGED_SCHEMA))
 
     @property
     def requests(self) -> int:
@@ -82,6 +87,14 @@ class Plan:
     @property
     def valid_rows(self) -> int:
         return self.input_rows - self.invalid_rows
+
+    @property
+    def unchanged_rows(self) -> int:
+        return self.unchanged.height
+
+    @property
+    def rows_to_send(self) -> int:
+        return self.valid_rows - self.unchanged_rows
 
     @property
     def estimated_seconds(self) -> float:
@@ -109,6 +122,8 @@ class Plan:
             ("input rows", f"{self.input_rows:,}"),
             ("valid rows", f"{self.valid_rows:,}"),
             ("invalid rows", f"{self.invalid_rows:,} (see .problems)"),
+            *((("unchanged rows", f"{self.unchanged_rows:,} (identical to what the vendor last accepted: not sent)"),
+               ("rows to send", f"{self.rows_to_send:,}")) if self.unchanged_rows else ()),
             ("requests", f"{self.requests:,} (limit per request: {limits})"),
             ("bytes", f"{self.bytes:,}"),
             ("estimated time", f"~{self.estimated_seconds:,.0f} s"),
@@ -229,6 +244,34 @@ def _duplicates(frame: Frame, binding: Binding) -> pl.DataFrame | None:
     )
 
 
+@dataclass(frozen=True)
+class Diff:
+    """Rows to leave out as ``unchanged`` (DESIGN §10): ``known`` decides by hash (a plan, a
+    job's survey), ``rows`` repeats a survey's decision when the job sends (the same rows
+    whatever the baseline holds by then)."""
+
+    known: Known | None = None
+    rows: np.ndarray | None = None  # input row numbers, sorted
+
+
+@dataclass(frozen=True)
+class Hashing:
+    """Per row, a 64-bit hash of its key and of its exact encoded bytes, for the baseline."""
+
+    row_seed: int  # from the request layout (``Target.layout``)
+    by_record: bool  # the key is the whole record (Qualtrics transactions)
+
+
+def hashing(binding: Binding) -> Hashing | None:
+    from crmframes._baseline import ROW_SEED
+
+    t = binding.target
+    if t.baseline_key == "key" and binding.report_key is None:
+        return None
+    layout = hashlib.sha256(t.layout(binding)).digest()
+    return Hashing((int.from_bytes(layout[:8], "little") ^ ROW_SEED) % 2**63, t.baseline_key == "record")
+
+
 @dataclass
 class _Closed:
     rows: np.ndarray
@@ -237,6 +280,7 @@ class _Closed:
     pieces: list[memoryview]  # bodies="pieces": the rows' bytes, as views of the encoded batches
     body: io.BytesIO | None  # bodies="bytes": the body so far, rows written in as they arrived
     keys: list[pl.Series] = field(default_factory=list)
+    hashes: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (key, row) per run of rows
 
 
 @dataclass
@@ -247,6 +291,7 @@ class _Pass:
     input_rows: int = 0
     # rows never sent (invalid, too large) with their keys: the lineage covers every row
     unsent: list[pl.DataFrame] = field(default_factory=list)
+    unchanged: list[pl.DataFrame] = field(default_factory=list)  # (row, job_id) left out by a Diff
 
 
 def _check_exprs(binding: Binding) -> list[pl.Expr]:
@@ -309,6 +354,9 @@ class _Encoded:
     starts: np.ndarray | None = None
     segments: list[memoryview] = field(default_factory=list)
     unsent: pl.DataFrame | None = None  # rows dropped here (invalid, too large) and their keys
+    unchanged: pl.DataFrame | None = None  # rows a Diff left out: (row, job_id)
+    key_hash: np.ndarray | None = None  # per kept row (with Hashing)
+    row_hash: np.ndarray | None = None
 
     def span(self, lo: int, hi: int) -> list[memoryview]:
         """Bytes ``lo:hi`` of the valid rows' bytes, without copying them."""
@@ -385,7 +433,7 @@ def _too_large(rows: np.ndarray, lengths: np.ndarray, binding: Binding) -> pl.Da
 
 def _encode_batch(batch: pl.DataFrame, first_row: int, exprs: list[pl.Expr], binding: Binding,
                   dups: Future[pl.DataFrame | None], fits_alone: Callable[[np.ndarray], np.ndarray],
-                  with_keys: bool, bodies: bool) -> _Encoded:
+                  with_keys: bool, bodies: bool, hashed: Hashing | None = None, diff: Diff | None = None) -> _Encoded:
     """Everything a batch needs before it is cut into requests; runs on an encode thread.
 
     One select computes the checks, every row's encoding and its echoed key together;
@@ -401,17 +449,42 @@ def _encode_batch(batch: pl.DataFrame, first_row: int, exprs: list[pl.Expr], bin
     if big.any():
         problems = pl.concat([problems, _too_large(rows[big], lengths[big], binding)])
         ok &= ~big
+    key_hash = row_hash = None
+    same = None
+    if hashed is not None:
+        from crmframes._baseline import KEY_SEED
+
+        h = out.select(pl.col("_r").hash(seed=hashed.row_seed).alias("r"),
+                       *([] if hashed.by_record else [pl.col("_k").cast(pl.String).hash(seed=KEY_SEED).alias("k")]))
+        row_hash = h.get_column("r").to_numpy()
+        key_hash = row_hash if hashed.by_record else h.get_column("k").to_numpy()
+    if diff is not None and diff.known is not None and key_hash is not None and row_hash is not None:
+        same = ok & diff.known.unchanged(key_hash, row_hash)
+    elif diff is not None and diff.rows is not None and len(diff.rows):
+        at = np.minimum(np.searchsorted(diff.rows, rows), len(diff.rows) - 1)
+        same = ok & (diff.rows[at] == rows)
+    if same is not None and same.any():
+        ok &= ~same
     keys = out.get_column("_k").filter(pl.Series(ok)) if with_keys else None
     done = _Encoded(batch.height, rows[ok], problems, keys, lengths[ok])
-    if with_keys and not ok.all():
-        done.unsent = pl.DataFrame({"row": rows[~ok], "key": out.get_column("_k").filter(pl.Series(~ok)).cast(pl.String)})
+    if same is not None and same.any():
+        known = diff.known if diff is not None else None
+        done.unchanged = pl.DataFrame({"row": rows[same], "job_id": known.written_by(key_hash[same])
+                                       if known is not None and key_hash is not None else [None] * int(same.sum())},
+                                      schema={"row": pl.Int64, "job_id": pl.String})
+    if key_hash is not None and row_hash is not None:
+        done.key_hash, done.row_hash = key_hash[ok], row_hash[ok]
+    gone = ~ok if same is None else ~ok & ~same  # unchanged rows are no problem: not in the lineage's unsent
+    if with_keys and gone.any():
+        done.unsent = pl.DataFrame({"row": rows[gone], "key": out.get_column("_k").filter(pl.Series(gone)).cast(pl.String)})
     if bodies and ok.any():
         done.starts, done.segments = _segments(out.get_column("_r"), ok, int(done.lengths.sum()))
     return done
 
 
 def _encoded(frame: Frame, binding: Binding, chunk_rows: int,
-             fits_alone: Callable[[np.ndarray], np.ndarray], with_keys: bool, bodies: bool) -> Iterator[_Encoded]:
+             fits_alone: Callable[[np.ndarray], np.ndarray], with_keys: bool, bodies: bool,
+             hashed: Hashing | None = None, diff: Diff | None = None) -> Iterator[_Encoded]:
     """Every non-empty batch, checked and encoded, in input order.
 
     A single ``json_encode`` runs on one core, so batches are encoded on a small thread
@@ -439,7 +512,7 @@ def _encoded(frame: Frame, binding: Binding, chunk_rows: int,
                     exprs[nulls] = [*_check_exprs(binding), binding.encode(nulls).alias("_r"),
                                     *([binding.report_key.alias("_k")] if with_keys else [])]  # type: ignore[union-attr]
                 pending.append(pool.submit(_encode_batch, batch, offset, exprs[nulls], binding, dups,
-                                           fits_alone, with_keys, bodies))
+                                           fits_alone, with_keys, bodies, hashed, diff))
                 offset += batch.height
                 if len(pending) > workers + ENCODE_AHEAD:
                     yield pending.popleft().result()
@@ -451,7 +524,8 @@ def _encoded(frame: Frame, binding: Binding, chunk_rows: int,
 
 
 def run(frame: Frame, binding: Binding, *, bodies: Literal["pieces", "bytes"] | None,
-        chunk_rows: int = CHUNK_ROWS, stats: _Pass | None = None) -> Iterator[_Closed]:
+        chunk_rows: int = CHUNK_ROWS, stats: _Pass | None = None, diff: Diff | None = None,
+        hashed: Hashing | None = None) -> Iterator[_Closed]:
     """Yield each closed partition in order; problems and counts go to ``stats``.
 
     ``bodies``: None sizes the requests only. "pieces" keeps each request's bytes as views
@@ -460,6 +534,9 @@ def run(frame: Frame, binding: Binding, *, bodies: Literal["pieces", "bytes"] | 
     buffers go at once and the peak holds one body, not a body and the buffers it is
     copied from (1M rows, 50 MB bodies each let go once read, as the engine does: peak
     4.9× → 2.7–3.2× the frame for contacts, 4.4× → 3.2–3.3× for Insight; same CPU as one join).
+
+    ``diff`` leaves out rows found unchanged (to ``stats.unchanged``); ``hashed`` adds each
+    kept row's key and row hashes to the partitions (a job's lineage, for its baseline).
     """
     import numpy as np
 
@@ -473,14 +550,18 @@ def run(frame: Frame, binding: Binding, *, bodies: Literal["pieces", "bytes"] | 
     open_pieces: list[memoryview] = []
     open_body = framing.start() if bodies == "bytes" else None
     open_keys: list[pl.Series] = []
-    with_keys = bodies is not None and binding.report_key is not None
+    open_hashes: list[tuple[np.ndarray, np.ndarray]] = []
+    needs_key = hashed is not None and not hashed.by_record
+    with_keys = (bodies is not None or needs_key) and binding.report_key is not None
     open_bytes = 0
-    for b in _encoded(frame, binding, chunk_rows, part.fits_alone, with_keys, bodies is not None):
+    for b in _encoded(frame, binding, chunk_rows, part.fits_alone, with_keys, bodies is not None, hashed, diff):
         stats.input_rows += b.height
         if b.problems.height:
             stats.problems.append(b.problems)
         if b.unsent is not None:
             stats.unsent.append(b.unsent)
+        if b.unchanged is not None:
+            stats.unchanged.append(b.unchanged)
         rows, lengths, keys = b.rows, b.lengths, b.keys
         offs = np.concatenate([[0], np.cumsum(lengths)]) if bodies is not None else None  # row i: offs[i]:offs[i + 1]
         for cut in part.feed(lengths):
@@ -496,12 +577,16 @@ def run(frame: Frame, binding: Binding, *, bodies: Literal["pieces", "bytes"] | 
                             open_body.write(view)
                 if keys is not None:
                     open_keys.append(keys.slice(cut.start, cut.stop - cut.start))
+                if b.key_hash is not None and b.row_hash is not None:
+                    open_hashes.append((b.key_hash[cut.start:cut.stop], b.row_hash[cut.start:cut.stop]))
             if cut.closes is not None:
-                yield _Closed(np.concatenate(open_rows), open_bytes, cut.closes, open_pieces, open_body, open_keys)
-                open_rows, open_pieces, open_keys, open_bytes = [], [], [], 0
+                yield _Closed(np.concatenate(open_rows), open_bytes, cut.closes, open_pieces, open_body, open_keys,
+                              open_hashes)
+                open_rows, open_pieces, open_keys, open_hashes, open_bytes = [], [], [], [], 0
                 open_body = framing.start() if bodies == "bytes" else None
     if part.finish():
-        yield _Closed(np.concatenate(open_rows), open_bytes, CLOSED_BY_END, open_pieces, open_body, open_keys)
+        yield _Closed(np.concatenate(open_rows), open_bytes, CLOSED_BY_END, open_pieces, open_body, open_keys,
+                      open_hashes)
 
 
 def collect_problems(stats: _Pass, binding: Binding) -> pl.DataFrame:
@@ -539,28 +624,53 @@ def validate(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> p
     return collect_problems(stats, binding)
 
 
-def plan(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Plan:
+def plan(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS, skip_unchanged: bool = False) -> Plan:
+    """One row per request that would be sent. ``skip_unchanged``: leave out the rows whose key
+    and exact encoded bytes equal what the vendor last accepted for this destination."""
     binding = bind(frame, target)
     stats = _Pass()
     parts = []
-    for i, closed in enumerate(run(frame, binding, bodies=None, chunk_rows=chunk_rows, stats=stats)):
+    diff, hashed = _diff(binding, skip_unchanged)
+    for i, closed in enumerate(run(frame, binding, bodies=None, chunk_rows=chunk_rows, stats=stats, diff=diff,
+                                   hashed=hashed)):
         parts.append((i, len(closed.rows), binding.framing.body_size(closed.rows_bytes),
                       int(closed.rows[0]), int(closed.rows[-1]), closed.closed_by))
+    return _plan(target, binding, parts, stats)
+
+
+def _diff(binding: Binding, skip_unchanged: bool) -> tuple[Diff | None, Hashing | None]:
+    if not skip_unchanged:
+        return None, None
+    from crmframes import _baseline
+
+    require_usable(binding)
+    hashed = hashing(binding)
+    if hashed is None:
+        raise FrameError(f"{binding.target.name}: skip_unchanged needs each row's key, and this frame has none "
+                         "the target reads (e.g. an email column)")
+    return Diff(known=_baseline.load(binding.target)), hashed
+
+
+def _plan(target: Target, binding: Binding, parts: list[tuple[Any, ...]], stats: _Pass) -> Plan:
     partitions = pl.DataFrame(parts, schema=PARTITION_SCHEMA, orient="row")
     problems = collect_problems(stats, binding)
     invalid = problems.filter(pl.col("row").is_not_null()).get_column("row").n_unique()
-    return Plan(target, partitions, problems, stats.input_rows, invalid, binding.notes)
+    unchanged = pl.concat(stats.unchanged).sort("row") if stats.unchanged else pl.DataFrame(schema=UNCHANGED_SCHEMA)
+    return Plan(target, partitions, problems, stats.input_rows, invalid, binding.notes, unchanged)
 
 
-def payloads(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Iterator[Payload]:
-    """Lazily yield every request body; the frame is read once, one batch at a time."""
+def payloads(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS,
+             skip_rows: np.ndarray | None = None) -> Iterator[Payload]:
+    """Lazily yield every request body; the frame is read once, one batch at a time.
+    ``skip_rows``: input rows a job's survey found unchanged (sorted), left out the same way."""
     binding = bind(frame, target)
     require_usable(binding)  # fail at the call, not at the first next()
-    return _payloads(frame, binding, chunk_rows)
+    diff = Diff(rows=skip_rows) if skip_rows is not None and len(skip_rows) else None
+    return _payloads(frame, binding, chunk_rows, diff)
 
 
-def _payloads(frame: Frame, binding: Binding, chunk_rows: int) -> Iterator[Payload]:
-    for i, closed in enumerate(run(frame, binding, bodies="bytes", chunk_rows=chunk_rows)):
+def _payloads(frame: Frame, binding: Binding, chunk_rows: int, diff: Diff | None = None) -> Iterator[Payload]:
+    for i, closed in enumerate(run(frame, binding, bodies="bytes", chunk_rows=chunk_rows, diff=diff)):
         yield _payload(i, closed, binding)  # no local keeps the body once the caller lets it go
 
 
@@ -589,7 +699,8 @@ class Survey:
     lineage: pl.DataFrame  # partition, row, key
 
 
-LINEAGE_SCHEMA = {"partition": pl.Int64, "row": pl.Int64, "key": pl.String}
+LINEAGE_SCHEMA = {"partition": pl.Int64, "row": pl.Int64, "key": pl.String, "key_hash": pl.UInt64,
+                  "row_hash": pl.UInt64}
 
 
 def body_hash(*chunks: bytes | memoryview) -> str:
@@ -600,24 +711,32 @@ def body_hash(*chunks: bytes | memoryview) -> str:
     return digest.hexdigest()
 
 
-def survey(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> Survey:
+def survey(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS, skip_unchanged: bool = False) -> Survey:
+    """The plan, each partition's content hash, and the lineage: every row's partition, key
+    and (for the baseline) key and row hashes."""
+    import numpy as np
+
     binding = bind(frame, target)
     require_usable(binding)
     stats = _Pass()
     parts, hashes, lineage = [], [], []
     framing = binding.framing
-    for i, closed in enumerate(run(frame, binding, bodies="pieces", chunk_rows=chunk_rows, stats=stats)):
+    diff, hashed = _diff(binding, skip_unchanged)
+    hashed = hashed or hashing(binding)  # the baseline learns from every job, not only skipping ones
+    for i, closed in enumerate(run(frame, binding, bodies="pieces", chunk_rows=chunk_rows, stats=stats, diff=diff,
+                                   hashed=hashed)):
         chunks = framing.chunks(closed.pieces)  # hashed in place: the body is never joined here
         size = sum(len(c) for c in chunks)
         parts.append((i, len(closed.rows), size, int(closed.rows[0]), int(closed.rows[-1]), closed.closed_by))
         hashes.append(body_hash(*chunks))
-        keys = pl.concat(closed.keys).cast(pl.String) if closed.keys else pl.repeat(None, len(closed.rows), dtype=pl.String, eager=True)
-        lineage.append(pl.DataFrame({"partition": pl.repeat(i, len(closed.rows), dtype=pl.Int64, eager=True),
-                                     "row": closed.rows, "key": keys}, schema=LINEAGE_SCHEMA))
-    partitions = pl.DataFrame(parts, schema=PARTITION_SCHEMA, orient="row")
-    problems = collect_problems(stats, binding)
-    invalid = problems.filter(pl.col("row").is_not_null()).get_column("row").n_unique()
-    p = Plan(target, partitions, problems, stats.input_rows, invalid, binding.notes)
-    lineage += [u.select(pl.lit(None, pl.Int64).alias("partition"), pl.col("row").cast(pl.Int64), "key")
+        n = len(closed.rows)
+        keys = pl.concat(closed.keys).cast(pl.String) if closed.keys else pl.repeat(None, n, dtype=pl.String, eager=True)
+        kh = np.concatenate([k for k, _ in closed.hashes]) if closed.hashes else None
+        rh = np.concatenate([r for _, r in closed.hashes]) if closed.hashes else None
+        lineage.append(pl.DataFrame({"partition": pl.repeat(i, n, dtype=pl.Int64, eager=True), "row": closed.rows,
+                                     "key": keys, "key_hash": kh, "row_hash": rh}, schema=LINEAGE_SCHEMA))
+    p = _plan(target, binding, parts, stats)
+    lineage += [u.select(pl.lit(None, pl.Int64).alias("partition"), pl.col("row").cast(pl.Int64), "key",
+                         pl.lit(None, pl.UInt64).alias("key_hash"), pl.lit(None, pl.UInt64).alias("row_hash"))
                 for u in stats.unsent]  # never sent: no partition, the key still identifies the row
     return Survey(p, hashes, pl.concat(lineage) if lineage else pl.DataFrame(schema=LINEAGE_SCHEMA))

@@ -210,13 +210,19 @@ def status(state: JobState) -> pl.DataFrame:
 
 
 def report(state: JobState, plan_partitions: pl.DataFrame, problems: pl.DataFrame, *,
-           running: bool) -> pl.DataFrame:
+           running: bool, unchanged: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per input row: ``row, partition, import_id, outcome, reason, detail``."""
     n = state.input_rows
     base = pl.DataFrame({"row": pl.int_range(0, n, eager=True, dtype=pl.Int64)})
     invalid = (problems.filter(pl.col("row").is_not_null())
                .group_by("row", maintain_order=True)
                .agg(pl.col("code").first().alias("_inv_reason"), pl.col("problem").first().alias("_inv_detail")))
+    if unchanged is not None and unchanged.height:  # never sent, like invalid rows: say why
+        invalid = pl.concat([invalid, unchanged.select(
+            "row", pl.lit("unchanged").alias("_inv_reason"),
+            (pl.lit("identical to what the vendor last accepted for this destination")
+             + pl.when(pl.col("job_id").is_not_null()).then(pl.lit(" (job ") + pl.col("job_id") + pl.lit(")"))
+             .otherwise(pl.lit("")) + pl.lit("; not sent")).alias("_inv_detail"))])
     ranges = plan_partitions.select("partition", "first_row", "last_row").sort("first_row")
     with state.lock:
         parts = list(state.partitions.values())
@@ -238,7 +244,8 @@ def report(state: JobState, plan_partitions: pl.DataFrame, problems: pl.DataFram
     st = pl.col("_state")
     queued = "not sent yet" if running else "not sent yet: the job stopped first; job.wait() or cf.resume() sends it"
     outcome = (
-        pl.when(pl.col("_inv_reason").is_not_null()).then(pl.lit("invalid"))
+        pl.when(pl.col("_inv_reason") == "unchanged").then(pl.lit("unchanged"))
+        .when(pl.col("_inv_reason").is_not_null()).then(pl.lit("invalid"))
         .when((st == FINISHED) & pl.col("_f_outcome").is_not_null()).then(pl.col("_f_outcome"))
         .when(st == FINISHED).then(pl.lit("accepted"))
         .when(st.is_in([FAILED, REFUSED])).then(pl.lit("rejected"))

@@ -231,6 +231,21 @@ class Target:
     def bind(self, schema: pl.Schema) -> Binding:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # what a baseline keys rows by: the target's identity ("key": email, record key, contact_key)
+    # or the whole record, for imports that append rather than upsert (Qualtrics transactions)
+    baseline_key: ClassVar[str] = "key"
+
+    def destination(self) -> str:
+        """Where in the account the rows land (an address book, a collection, a list), for the
+        baseline; no secret."""
+        return ""
+
+    def layout(self, binding: Binding) -> bytes:
+        """The bytes besides a row's own that decide what the vendor makes of it (a CSV header,
+        a column list, flags): a row hash is seeded with them."""
+        f = binding.framing
+        return f.prefix + f.head + f.suffix
+
     def account_checks(self, schema: pl.Schema) -> Flow | None:
         """The preflight's calls (sans-I/O): a flow returning the account problems of a frame
         with this schema (``Problem`` rows with no row number). None: the credentials alone are

@@ -94,7 +94,7 @@ def _print_problems(problems: pl.DataFrame) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     t = build_target(args.to, args.option)
-    p = plan_frame(read_frame(args.file), t)
+    p = plan_frame(read_frame(args.file), t, skip_unchanged=args.skip_unchanged)
     print(p)
     if p.problems.height:
         print("\nproblems:")
@@ -176,7 +176,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             url = stack.enter_context(sandbox(**_knobs(args))).url
         t = build_target(args.to, args.option, url)
         job = submit(read_frame(args.file), t, sinks=[_progress] if not args.quiet else (), progress=False,
-                     check_account=not args.no_check_account)
+                     check_account=not args.no_check_account, skip_unchanged=args.skip_unchanged)
     _summary(job)
     if args.report:
         out = Path(args.report)
@@ -184,6 +184,23 @@ def cmd_submit(args: argparse.Namespace) -> int:
         report.write_parquet(out) if out.suffix == ".parquet" else report.write_csv(out)
         print(f"report written to {out}")
     return 0 if set(job.counts()) <= {"accepted"} else 1
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from crmframes._job import baseline
+
+    t = build_target(args.to, args.option)
+    if args.reset:
+        forgot = baseline(t).height
+        baseline(t, reset=True)
+        print(f"forgot the baseline of {t.name} ({forgot:,} keys): the next --skip-unchanged run sends every row")
+        return 0
+    frame = baseline(t)
+    print(f"{t.name}: the vendor is known to hold {frame.height:,} keys")
+    if frame.height:
+        with pl.Config(tbl_rows=10, tbl_hide_dataframe_shape=True):
+            print(frame.group_by("job_id", "written_at").len().sort("written_at"))
+    return 0
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -287,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="one of: " + ", ".join(sorted(registered())))
         sp.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                         help="target option, e.g. -o address_book_id=123 -o fields=a,b")
+        if name == "plan":
+            sp.add_argument("--skip-unchanged", action="store_true",
+                            help="leave out rows identical to what the vendor last accepted")
         if name == "validate":
             sp.add_argument("--account", action="store_true",
                             help="also ask the account: the destination exists, credentials work, every column "
@@ -301,9 +321,17 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--report", metavar="PATH", help="write the report (.csv or .parquet)")
     sp.add_argument("--no-check-account", action="store_true",
                     help="send without asking the account first (destination, fields)")
+    sp.add_argument("--skip-unchanged", action="store_true",
+                    help="send only rows new or changed since the vendor last accepted them")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     _knob_flags(sp)
     sp.set_defaults(fn=cmd_submit)
+    sp = sub.add_parser("baseline", help="what the vendor is known to hold for a destination (skip_unchanged)")
+    sp.add_argument("--to", required=True, choices=sorted(registered()), metavar="TARGET",
+                    help="one of: " + ", ".join(sorted(registered())))
+    sp.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--reset", action="store_true", help="forget it: the next skip-unchanged run sends every row")
+    sp.set_defaults(fn=cmd_baseline)
     sp = sub.add_parser("jobs", help="list the journalled jobs")
     sp.add_argument("--older-than", metavar="AGE", help="first remove the jobs last updated more than AGE ago "
                                                          "(e.g. 30d, 12h, or a date 2026-11-01), with their lineage")

@@ -29,6 +29,7 @@ import crmframes as cf
 from crmframes import _events as ev
 
 url, kind, point = sys.argv[1:4]
+skip = sys.argv[4:] == ["skip"]  # skip_unchanged
 if kind == "contacts":
     frame = pl.read_csv({contacts!r})
     t = cf.Dotdigital("u", "p", base_url=url).contacts(77).with_limits(max_bytes=4000, max_concurrent=1)
@@ -57,7 +58,7 @@ def freeze(e):
         print("FROZEN", e.job_id, flush=True)
         time.sleep(600)
 
-job = cf.Job(frame, t, sinks=[freeze])
+job = cf.Job(frame, t, sinks=[freeze], skip_unchanged=skip)
 job.wait()
 print("FINISHED", flush=True)
 """
@@ -84,11 +85,11 @@ def connection_for(kind: str, url: str):
             "dengage": cf.Dengage("k", "p", base_url=url)}[kind]
 
 
-def run_child_until_frozen(url: str, kind: str, point: str, home: Path) -> str:
+def run_child_until_frozen(url: str, kind: str, point: str, home: Path, *extra: str) -> str:
     code = CHILD.format(contacts=str(DATA / "contacts.csv"), survey=str(DATA / "survey_transactions.csv"),
                         dengage=str(DATA / "dengage_contacts.csv"))
     env = {**os.environ, "CRMFRAMES_HOME": str(home)}
-    proc = subprocess.Popen([sys.executable, "-c", code, url, kind, point], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", code, url, kind, point, *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None

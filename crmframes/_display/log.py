@@ -16,8 +16,8 @@ def log_event(e: ev.Event) -> None:
     if not log.isEnabledFor(logging.DEBUG if isinstance(e, ev.Polled) else logging.INFO):
         return
     if isinstance(e, ev.Planned):
-        log.info("job %s: %s, %d rows (%d invalid) in %d partition(s)", e.job_id, e.target, e.input_rows,
-                 e.invalid_rows, len(e.partitions))
+        log.info("job %s: %s, %d rows (%d invalid, %d unchanged) in %d partition(s)", e.job_id, e.target,
+                 e.input_rows, e.invalid_rows, e.unchanged_rows, len(e.partitions))
     elif isinstance(e, ev.Sending):
         log.info("job %s: partition %d sending", e.job_id, e.partition)
     elif isinstance(e, ev.Submitted):

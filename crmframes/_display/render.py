@@ -50,7 +50,8 @@ def summary(p: Progress) -> str:
     stages = ", ".join(f"{label} {p.stages[s]}" for s, label in STAGES if p.stages.get(s))
     parts = [headline(p),
              f"partitions {p.partitions_settled}/{p.partitions} settled ({stages or 'none'})",
-             f"rows {p.rows_settled:,}/{p.rows_total:,}" + (f", {p.invalid_rows:,} invalid" if p.invalid_rows else ""),
+             f"rows {p.rows_settled:,}/{p.rows_total:,}" + (f", {p.invalid_rows:,} invalid" if p.invalid_rows else "")
+             + (f", {p.unchanged_rows:,} unchanged (not sent)" if p.unchanged_rows else ""),
              f"sent {_mb(p.bytes_sent)} of {_mb(p.bytes_total)}"]
     if p.rows_rejected:
         parts.append(f"{p.rows_rejected:,} rejected by the vendor")
@@ -73,7 +74,8 @@ def panel(p: Progress, outcomes: dict[str, int] | None = None) -> str:
         "</div>" for s, label in STAGES if p.stages.get(s))
     legend = " ".join(f"<span style='color:{COLOURS[s]}'>■</span> {label} {p.stages[s]}"
                       for s, label in STAGES if p.stages.get(s))
-    facts = [("rows sent", f"{p.rows_sent:,} of {p.rows_total:,} valid ({p.invalid_rows:,} invalid, not sent)"),
+    facts = [("rows sent", f"{p.rows_sent:,} of {p.rows_total:,} valid ({p.invalid_rows:,} invalid, not sent"
+                           + (f"; {p.unchanged_rows:,} unchanged, not sent" if p.unchanged_rows else "") + ")"),
              ("bytes sent", f"{_mb(p.bytes_sent)} of {_mb(p.bytes_total)}"),
              ("elapsed / ETA", f"{_seconds(p.elapsed)} / {_seconds(p.eta)}")]
     if p.waiting and p.stopped is None:

@@ -18,6 +18,9 @@ class TqdmSink:
         self.parts = tqdm(total=p.partitions, desc=f"{p.target} requests", unit="req", position=0, leave=True)
         self.rows = tqdm(total=p.rows_total, desc="rows settled", unit="row", unit_scale=True, position=1,
                          leave=True)
+        if p.unchanged_rows:
+            self.rows.set_postfix_str(f"{p.unchanged_rows:,} unchanged, not sent")
+        self.unchanged = p.unchanged_rows
         self.job = job
 
     def __call__(self, e: Event) -> None:
@@ -26,8 +29,10 @@ class TqdmSink:
                 self.parts.update(1)
                 self.rows.update(self.job.state.partitions[e.partition].rows)
                 rejected = self.job.state.snapshot(time.time()).rows_rejected
-                if rejected:
-                    self.rows.set_postfix_str(f"{rejected:,} rejected")
+                said = [f"{rejected:,} rejected"] if rejected else []
+                said += [f"{self.unchanged:,} unchanged, not sent"] if self.unchanged else []
+                if said:
+                    self.rows.set_postfix_str(", ".join(said))
             elif isinstance(e, RetryScheduled):
                 self.parts.set_postfix_str(f"{e.why}, retry in {e.wait:.1f} s")
             elif isinstance(e, Stopped):

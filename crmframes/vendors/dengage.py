@@ -75,6 +75,9 @@ class Dengage(Connection):
     def check_credentials(self) -> None:
         self.login_body()
 
+    def identity(self) -> str:  # the API user key, one-way: a password change keeps the baseline
+        return f"{self.vendor}|{self.base_url}|{fingerprint(self.user_key.reveal() if self.user_key else None)}"
+
     def account(self) -> str:
         return f"{self.vendor}|{self.base_url}|{fingerprint(self.user_key.reveal() if self.user_key else None)}"
 

@@ -177,6 +177,9 @@ class Dotdigital(Connection):
     def account(self) -> str:
         return f"{self.vendor}|{self.base_url}|{fingerprint(self.username)}"
 
+    def identity(self) -> str:
+        return f"{self.vendor}|{self.base_url}|{fingerprint(self.username)}"  # the API user, not its password
+
     def auth_headers(self, token: str | None) -> dict[str, str]:
         import base64
 
@@ -371,6 +374,14 @@ class DotdigitalContacts(_V2Import):
     def account_checks(self, schema: pl.Schema) -> Flow:
         return _contacts_account(self, schema)
 
+    def destination(self) -> str:
+        return f"address_book={self.address_book_id}"
+
+    def layout(self, binding: Binding) -> bytes:
+        # the header names the fields each cell lands in, the merge option how it lands; the
+        # multipart boundary changes per target and says nothing about the data
+        return binding.framing.head + f"|{self.merge_option}".encode()
+
     def track(self, import_id: str, early: tuple[Any, ...], context: Any, sent: int = 0) -> Flow:
         return _contacts_track(import_id, self.poll_deadline)
 
@@ -451,6 +462,9 @@ class DotdigitalTransactionalData(_V2Import):
     def account_checks(self, schema: pl.Schema) -> Flow:
         return _transactional_account(self)
 
+    def destination(self) -> str:
+        return f"collection={self.collection}|scope={self.scope}"
+
     def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema,
                 nulls: frozenset[str]) -> pl.Expr:
         inner = strip_nulls(json_object([(c, pl.col(c), schema[c]) for c in data], ISO), data, schema, nulls)
@@ -527,6 +541,9 @@ class DotdigitalInsightData(Target):
 
     def account_checks(self, schema: pl.Schema) -> Flow:
         return _insight_account(self)
+
+    def destination(self) -> str:
+        return f"collection={self.collection}|scope={self.scope}|type={self.type}"
 
     def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema,
                 nulls: frozenset[str]) -> pl.Expr:

@@ -300,6 +300,16 @@ class QualtricsTransactionContacts(Target):
     def account_checks(self, schema: pl.Schema) -> Flow:
         return _account(self)
 
+    # imports append (a re-run would add every transaction again): a row is known by its whole record
+    baseline_key: ClassVar[str] = "record"
+
+    def destination(self) -> str:
+        return f"directory={self.directory_id}|mailing_list={self.mailing_list_id}"
+
+    def layout(self, binding: Binding) -> bytes:
+        # transactionMeta's fields decide what a record means; the batch id is new each job
+        return json.dumps(list(self.transaction_fields)).encode()
+
     def reframe(self, body: bytes, batch_id: str | None) -> bytes:
         """Swap the planned envelope (which reserved room for an id) for the real batch id."""
         if batch_id is None:

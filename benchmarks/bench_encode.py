@@ -5,8 +5,11 @@
 For each target: time to produce every request body (``payloads``, i.e. validation,
 encoding, partitioning and assembly), compared on the same frame with
 ``DataFrame.write_ndjson`` (``write_csv`` for the CSV target) and with a per-row
-``json.dumps`` loop. Prints one line per target; exits 1 if a target of DESIGN §8
-(≥ 70 % of the polars writer, ≥ 20× the loop) is missed. The goal is judged on
+``json.dumps`` loop. Prints one line per target; exits 1 if the floor of DESIGN §8 as
+revised (≥ 0.40× the polars writer, ≥ 8× the loop, for every target) is missed: encoding
+costs ~1 s per 1M rows against minutes of vendor time, so this is a floor that must not
+regress, not the goal to chase (the headline goal is sending only what changed,
+bench_unchanged.py). The floor is judged on
 ``payloads``; the last column shows, for information only, ``plan`` (the same checks,
 encoding and exact partitioning, without joining the bodies), so the cost of assembling
 the bodies can be read off.
@@ -24,6 +27,8 @@ import numpy as np
 import polars as pl
 
 import crmframes as cf
+
+FLOOR_WRITER, FLOOR_LOOP = 0.40, 8.0  # DESIGN §8 as revised: a floor that must not regress
 
 
 def make_frame(n: int, seed: int = 7, offset: int = 0) -> pl.DataFrame:
@@ -83,7 +88,9 @@ def main() -> int:
         ("dotdigital.insight_data", df, dd.insight_data("bench", scope="contact", type="custom", key="key"), "ndjson"),
         ("qualtrics.transaction_contacts", df,
          qx.transaction_contacts("POOL_b", "CG_b", transaction_fields=["key", "points"]), "ndjson"),
-        ("dengage.contacts", df.rename({"key": "contact_key"}), dn.contacts(), "ndjson"),
+        # the frame's columns, declared as the account's import-enabled set
+        ("dengage.contacts", df.rename({"key": "contact_key"}),
+         dn.contacts(columns=["contact_key", *df.columns[1:]]), "ndjson"),
     ]
     writers = {"ndjson": lambda: df.write_ndjson(io.BytesIO()), "csv": lambda: df.write_csv(io.BytesIO())}
     loops = [best(lambda: json_loop(df), 1)]  # once before the targets and once after: the faster counts
@@ -103,11 +110,11 @@ def main() -> int:
           f"Each target is timed alternately with its polars writer (best of {args.repeat} each), so both see "
           "the same load on this shared machine.\n")
     print(f"{'target':<32}{'time':>7}{'writer':>8}{'MB out':>8}{'requests':>9}   "
-          f"{'vs polars writer (≥0.70)':<26}{'vs json loop (≥20×)':<22}{'plan only, vs writer'}")
+          f"{'vs polars writer (≥0.40)':<26}{'vs json loop (≥8×)':<22}{'plan only, vs writer'}")
     missed = 0
     for name, kind, t, t_ref, t_plan, size, requests in measured:
         r_writer, r_loop = t_ref / t, t_loop / t
-        ok1, ok2 = r_writer >= 0.70, r_loop >= 20
+        ok1, ok2 = r_writer >= FLOOR_WRITER, r_loop >= FLOOR_LOOP
         missed += (not ok1) + (not ok2)
         print(f"{name:<32}{t:>6.2f}s{t_ref:>7.2f}s{size / 1e6:>8.0f}{requests:>9}   "
               f"{r_writer:>5.2f} of write_{kind:<7} {'ok' if ok1 else 'MISSED':<7}"

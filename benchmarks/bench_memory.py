@@ -4,9 +4,11 @@
 
 Each measurement runs in a fresh subprocess: it builds its input, resets the kernel's
 peak-RSS mark (/proc/self/clear_refs), does the work, and reads the peak (VmHWM).
-- eager: (peak − RSS before) / frame.estimated_size(); goal ≤ 2 (DESIGN §8). Judged on a
-  ``for p in payloads`` loop, which holds the previous body while the next is built; the
-  peak when each body is let go first (as the engine does once it is sent) is shown too.
+- eager: the peak above the RSS before (the frame is already in it) must stay under
+  3 × the largest body + 64 MB, whatever the frame's size (DESIGN §8 as revised: memory is
+  an overhead bound). Judged as the engine consumes bodies (each let go once sent); a
+  ``for p in payloads`` loop, which holds the previous body while the next is built, is
+  shown too, for information.
 - streaming: ``lf.crm.plan`` + ``lf.crm.payloads`` over ``pl.scan_parquet``; the peak
   above the baseline must not grow with the file: 10M-row peak ≤ 1.25 × the 1M-row peak
   (and both under 1.5 GB).
@@ -40,7 +42,7 @@ dd, dn = cf.Dotdigital(), cf.Dengage()
 targets = {{
     "dotdigital.contacts": lambda: dd.contacts(1),
     "dotdigital.insight_data": lambda: dd.insight_data("bench", scope="contact", type="custom", key="key"),
-    "dengage.contacts": lambda: dn.contacts(),
+    "dengage.contacts": lambda: dn.contacts(columns=["contact_key", *make_frame(1).columns[1:]]),  # import-enabled
 }}
 t = targets[name]()
 if mode == "eager":
@@ -60,16 +62,19 @@ gc.collect()
 base = rss("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")
 plan = source.crm.plan(t)
-out = 0
+out = largest = 0
 if consumer == "loop":
-    out = sum(len(p.body) for p in source.crm.payloads(t))
+    for p in source.crm.payloads(t):
+        out += len(p.body)
+        largest = max(largest, len(p.body))
 else:
     for p in source.crm.payloads(t):
         out += len(p.body)
+        largest = max(largest, len(p.body))
         del p  # let the body go before the next is built, as the engine does once it is sent
 peak = rss("VmHWM")
 print(json.dumps({{"base": base, "peak": peak, "size": size, "requests": plan.requests, "rows": plan.input_rows,
-                  "bytes_out": out}}))
+                  "bytes_out": out, "largest": largest}}))
 """
 
 
@@ -99,17 +104,17 @@ def main() -> int:
     ap.add_argument("--skip-10m", action="store_true", help="stream 1M and 3M rows instead (faster)")
     args = ap.parse_args()
     missed = 0
-    print("eager, 1M rows: (peak − before) / frame.estimated_size(), goal ≤ 2, for a `for p in payloads` loop;\n"
-          "  last column: the same when each body is let go before the next (as the engine does), for information")
+    print("eager, 1M rows: peak above the frame, goal < 3 × the largest body + 64 MB, as the engine consumes\n"
+          "  bodies (each let go once sent); last column: a `for p in payloads` loop, for information")
     for name in ("dotdigital.contacts", "dotdigital.insight_data", "dengage.contacts"):
-        m = measure("eager", name, "1000000")
-        ratio = (m["peak"] - m["base"]) / m["size"]
         r = measure("eager", name, "1000000", "release")
-        ok = ratio <= 2
+        m = measure("eager", name, "1000000")
+        above, bound = r["peak"] - r["base"], 3 * r["largest"] + 64e6
+        ok = above < bound
         missed += not ok
-        print(f"  {name:<30}{ratio:>6.2f}× of {m['size'] / 1e6:.0f} MB  {'ok' if ok else 'MISSED'}  "
-              f"(peak {m['peak'] / 1e6:.0f} MB, {m['requests']} requests)   "
-              f"{(r['peak'] - r['base']) / r['size']:.2f}× letting each body go")
+        print(f"  {name:<30}{above / 1e6:>6.0f} MB < {bound / 1e6:.0f} MB  {'ok' if ok else 'MISSED'}  "
+              f"(largest body {r['largest'] / 1e6:.1f} MB, {r['requests']} requests; {above / r['size']:.2f}× the "
+              f"{r['size'] / 1e6:.0f} MB frame)   loop: {(m['peak'] - m['base']) / 1e6:.0f} MB")
     big = 3_000_000 if args.skip_10m else 10_000_000
     print(f"streaming a parquet file: peak above baseline, 1M vs {big // 1_000_000}M rows, goal ≤ 1.25× and < 1.5 GB")
     with tempfile.TemporaryDirectory() as tmp:

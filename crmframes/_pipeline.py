@@ -458,24 +458,27 @@ def _encode_batch(batch: pl.DataFrame, first_row: int, exprs: list[pl.Expr], bin
                        *([] if hashed.by_record else [pl.col("_k").cast(pl.String).hash(seed=KEY_SEED).alias("k")]))
         row_hash = h.get_column("r").to_numpy()
         key_hash = row_hash if hashed.by_record else h.get_column("k").to_numpy()
+    at = None
     if diff is not None and diff.known is not None and key_hash is not None and row_hash is not None:
-        same = ok & diff.known.unchanged(key_hash, row_hash)
+        at = diff.known.find(key_hash) if len(diff.known.key_hash) else None
+        same = ok & diff.known.unchanged(key_hash, row_hash, at)
     elif diff is not None and diff.rows is not None and len(diff.rows):
         at = np.minimum(np.searchsorted(diff.rows, rows), len(diff.rows) - 1)
         same = ok & (diff.rows[at] == rows)
     if same is not None and same.any():
         ok &= ~same
-    keys = out.get_column("_k").filter(pl.Series(ok)) if with_keys else None
+    # the echoed keys ride along only with bodies (the lineage); hashing alone reads them above
+    keys = out.get_column("_k").filter(pl.Series(ok)) if with_keys and bodies else None
     done = _Encoded(batch.height, rows[ok], problems, keys, lengths[ok])
     if same is not None and same.any():
         known = diff.known if diff is not None else None
-        done.unchanged = pl.DataFrame({"row": rows[same], "job_id": known.written_by(key_hash[same])
-                                       if known is not None and key_hash is not None else [None] * int(same.sum())},
+        done.unchanged = pl.DataFrame({"row": rows[same], "job_id": known.written_by(at[same])
+                                       if known is not None and at is not None else [None] * int(same.sum())},
                                       schema={"row": pl.Int64, "job_id": pl.String})
     if key_hash is not None and row_hash is not None:
         done.key_hash, done.row_hash = key_hash[ok], row_hash[ok]
     gone = ~ok if same is None else ~ok & ~same  # unchanged rows are no problem: not in the lineage's unsent
-    if with_keys and gone.any():
+    if with_keys and bodies and gone.any():
         done.unsent = pl.DataFrame({"row": rows[gone], "key": out.get_column("_k").filter(pl.Series(gone)).cast(pl.String)})
     if bodies and ok.any():
         done.starts, done.segments = _segments(out.get_column("_r"), ok, int(done.lengths.sum()))

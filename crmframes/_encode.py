@@ -35,15 +35,20 @@ class DateFormats:
 ISO = DateFormats()
 
 
-def is_unsupported(dtype: DType) -> bool:
-    """True when dtype (or anything nested in it) cannot be encoded."""
-    if isinstance(dtype, UNSUPPORTED):
+def holds(dtype: DType, kinds: type | tuple[type, ...]) -> bool:
+    """True when dtype, or any type nested in it, is one of ``kinds``."""
+    if isinstance(dtype, kinds):
         return True
     if isinstance(dtype, pl.Struct):
-        return any(is_unsupported(f.dtype) for f in dtype.fields)
+        return any(holds(f.dtype, kinds) for f in dtype.fields)
     if isinstance(dtype, (pl.List, pl.Array)):
-        return is_unsupported(dtype.inner)
+        return holds(dtype.inner, kinds)
     return False
+
+
+def is_unsupported(dtype: DType) -> bool:
+    """True when dtype (or anything nested in it) cannot be encoded."""
+    return holds(dtype, UNSUPPORTED)
 
 
 def is_nested(dtype: DType) -> bool:
@@ -104,20 +109,10 @@ DECIMAL_MARK = "\x00crmframes-decimal:"
 _MARKED = '"' + pl.escape_regex(json.dumps(DECIMAL_MARK)[1:-1]) + r'(-?[0-9]+(?:\.[0-9]+)?)"'
 
 
-def has_decimal(dtype: DType) -> bool:
-    if isinstance(dtype, pl.Decimal):
-        return True
-    if isinstance(dtype, pl.Struct):
-        return any(has_decimal(f.dtype) for f in dtype.fields)
-    if isinstance(dtype, (pl.List, pl.Array)):
-        return has_decimal(dtype.inner)
-    return False
-
-
 def decimals_as_numbers(encoded: pl.Expr, dtypes: Iterable[DType]) -> pl.Expr:
     """Unquote the marked decimal texts of ``json_ready`` into JSON numbers, every digit kept
     (a no-op unless one of ``dtypes`` holds a Decimal)."""
-    if not any(has_decimal(d) for d in dtypes):
+    if not any(holds(d, pl.Decimal) for d in dtypes):
         return encoded
     return encoded.str.replace_all(_MARKED, "${1}")
 

@@ -45,7 +45,18 @@ from crmframes._events import (
     Submitted,
     count,
 )
-from crmframes._pipeline import CHUNK_ROWS, Frame, Payload, Plan, bind, body_hash, payloads, require_usable, survey
+from crmframes._pipeline import (
+    CHUNK_ROWS,
+    UNCHANGED_SCHEMA,
+    Frame,
+    Payload,
+    Plan,
+    bind,
+    body_hash,
+    payloads,
+    require_usable,
+    survey,
+)
 from crmframes._retry import RetryPolicy
 from crmframes._target import Target, target_class
 
@@ -133,7 +144,7 @@ class Job:
         plan_ = Plan(target, pl.read_parquet(d / "plan.parquet"), pl.read_parquet(d / "problems.parquet"),
                      row["input_rows"], row["invalid_rows"],
                      unchanged=pl.read_parquet(unchanged) if unchanged.exists() else
-                     pl.DataFrame(schema={"row": pl.Int64, "job_id": pl.String}))
+                     pl.DataFrame(schema=UNCHANGED_SCHEMA))
         hashes = [p["hash"] for p in parts]
         policy = json.loads(row["policy"])
         parent_rows = jr.parent_rows(job_id)

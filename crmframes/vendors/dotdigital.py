@@ -217,28 +217,19 @@ class Dotdigital(Connection):
         (``{"FIRSTNAME": "first_name"}``) that sends those columns under the field's name and
         every other column under its own. ``poll_deadline``: vendor seconds of polling one
         import before it is reported pending."""
-        return DotdigitalContacts(self, address_book_id, merge_option, email, _field_map(fields), upload,
+        return DotdigitalContacts(self, address_book_id, merge_option, email, name_map(fields, "fields"), upload,
                                   poll_deadline=poll_deadline)
 
     def transactional_data(self, collection: str, *, key: str, contact: str | None = None,
                            scope: str = "contact", fields: Sequence[str] | None = None,
                            poll_deadline: float = POLL_DEADLINE) -> DotdigitalTransactionalData:
-        return DotdigitalTransactionalData(self, collection, key, contact, scope, _tuple(fields), poll_deadline)
+        return DotdigitalTransactionalData(self, collection, key, contact, scope, as_names(fields, "fields"), poll_deadline)
 
     def insight_data(self, collection: str, *, scope: str, type: str, key: str,
                      identity: str = "email", contact: str | None = None,
                      fields: Sequence[str] | None = None, poll_deadline: float = POLL_DEADLINE) -> DotdigitalInsightData:
-        return DotdigitalInsightData(self, collection, scope, type, key, identity, contact, _tuple(fields),
+        return DotdigitalInsightData(self, collection, scope, type, key, identity, contact, as_names(fields, "fields"),
                                      poll_deadline)
-
-
-def _tuple(fields: Sequence[str] | None) -> tuple[str, ...] | None:
-    return as_names(fields, "fields")
-
-
-def _field_map(fields: object) -> tuple[str, ...] | dict[str, str] | None:
-    """``fields`` of a contacts import: a list of columns, or {data field: column}."""
-    return name_map(fields, "fields")
 
 
 # What a frame column's type can become in a Dotdigital data field of each type (ApiDataTypes).

@@ -152,8 +152,8 @@ def _keys_in_texts(texts: list[str], keys: pl.Series) -> list[str | None]:
     known = set(keys.cast(pl.String).drop_nulls().to_list())
     out: list[str | None] = []
     for text in texts:
-        found = {t for t in re.split(r"[^\w@.+\-]+", text) if t in known}
-        found |= {t.rstrip(".") for t in re.split(r"[^\w@.+\-]+", text) if t.rstrip(".") in known}
+        words = re.split(r"[^\w@.+\-]+", text)
+        found = {w for word in words for w in (word, word.rstrip(".")) if w in known}  # a key ending a sentence
         out.append(found.pop() if len(found) == 1 else None)
     return out
 

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import re
+import sys
 import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -501,11 +502,11 @@ def _nested_array(value: Any, in_list: bool = False) -> bool:
 
 
 def routes(sb: Sandbox) -> list[Route]:
-    import sys
+    me = sys.modules[__name__]
 
     def bound(handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:
-            return await sb.guarded(request, sys.modules[__name__], lambda: handler(sb, request))
+            return await sb.guarded(request, me, lambda: handler(sb, request))
         return endpoint
 
     return [

@@ -37,20 +37,23 @@ def make_frame(n: int, seed: int = 7, offset: int = 0) -> pl.DataFrame:
     names = np.array(["Anna", "Ben", "Chloé", "Dmitri", "Zeynep", "O'Brien", "Søren", "李", 'Say "hi"', "a,b"])
     cities = np.array(["London", "Istanbul", "Berlin", "Paris", "Leeds\nNorth", "Izmir"])
     idx = np.arange(offset, offset + n)
-    return pl.DataFrame({
-        "key": pl.Series(idx).cast(pl.String).str.zfill(9),
-        "email": pl.select(pl.lit("user") + pl.Series(idx).cast(pl.String) + pl.lit("@example.com")).to_series(),
-        "first_name": names[rng.integers(0, len(names), n)],
-        "last_name": names[rng.integers(0, len(names), n)],
-        "city": cities[rng.integers(0, len(cities), n)],
-        "birthday": pl.Series(rng.integers(0, 20000, n)).cast(pl.Date),
-        "vip": rng.random(n) < 0.1,
-        "points": rng.integers(0, 100_000, n),
-        "score": np.round(rng.random(n) * 100, 2),
-        "company": pl.select(pl.when(pl.Series(rng.random(n) < 0.3)).then(None).otherwise(pl.lit("Acme Ltd")))
-        .to_series(),
-        "updated_at": pl.Series(rng.integers(0, 10**15, n)).cast(pl.Datetime("us")),
-    })
+    return pl.DataFrame(
+        {
+            "key": pl.Series(idx).cast(pl.String).str.zfill(9),
+            "email": pl.select(pl.lit("user") + pl.Series(idx).cast(pl.String) + pl.lit("@example.com")).to_series(),
+            "first_name": names[rng.integers(0, len(names), n)],
+            "last_name": names[rng.integers(0, len(names), n)],
+            "city": cities[rng.integers(0, len(cities), n)],
+            "birthday": pl.Series(rng.integers(0, 20000, n)).cast(pl.Date),
+            "vip": rng.random(n) < 0.1,
+            "points": rng.integers(0, 100_000, n),
+            "score": np.round(rng.random(n) * 100, 2),
+            "company": pl.select(
+                pl.when(pl.Series(rng.random(n) < 0.3)).then(None).otherwise(pl.lit("Acme Ltd"))
+            ).to_series(),
+            "updated_at": pl.Series(rng.integers(0, 10**15, n)).cast(pl.Datetime("us")),
+        }
+    )
 
 
 def best(fn, repeat: int) -> float:
@@ -86,11 +89,19 @@ def main() -> int:
         ("dotdigital.contacts", df.drop("key"), dd.contacts(1), "csv"),
         ("dotdigital.transactional_data", df, dd.transactional_data("bench", key="key"), "ndjson"),
         ("dotdigital.insight_data", df, dd.insight_data("bench", scope="contact", type="custom", key="key"), "ndjson"),
-        ("qualtrics.transaction_contacts", df,
-         qx.transaction_contacts("POOL_b", "CG_b", transaction_fields=["key", "points"]), "ndjson"),
+        (
+            "qualtrics.transaction_contacts",
+            df,
+            qx.transaction_contacts("POOL_b", "CG_b", transaction_fields=["key", "points"]),
+            "ndjson",
+        ),
         # the frame's columns, declared as the account's import-enabled set
-        ("dengage.contacts", df.rename({"key": "contact_key"}),
-         dn.contacts(columns=["contact_key", *df.columns[1:]]), "ndjson"),
+        (
+            "dengage.contacts",
+            df.rename({"key": "contact_key"}),
+            dn.contacts(columns=["contact_key", *df.columns[1:]]),
+            "ndjson",
+        ),
     ]
     writers = {"ndjson": lambda: df.write_ndjson(io.BytesIO()), "csv": lambda: df.write_csv(io.BytesIO())}
     loops = [best(lambda: json_loop(df), 1)]  # once before the targets and once after: the faster counts
@@ -106,19 +117,25 @@ def main() -> int:
     loops.append(best(lambda: json_loop(df), 1))
     t_loop = min(loops)
     print(f"frame: {df.height:,} rows, {df.estimated_size() / 1e6:.0f} MB in memory; polars {pl.__version__}")
-    print(f"per-row json.dumps loop {t_loop:.2f} s (faster of {loops[0]:.2f} s before and {loops[1]:.2f} s after). "
-          f"Each target is timed alternately with its polars writer (best of {args.repeat} each), so both see "
-          "the same load on this shared machine.\n")
-    print(f"{'target':<32}{'time':>7}{'writer':>8}{'MB out':>8}{'requests':>9}   "
-          f"{'vs polars writer (≥0.40)':<26}{'vs json loop (≥8×)':<22}{'plan only, vs writer'}")
+    print(
+        f"per-row json.dumps loop {t_loop:.2f} s (faster of {loops[0]:.2f} s before and {loops[1]:.2f} s after). "
+        f"Each target is timed alternately with its polars writer (best of {args.repeat} each), so both see "
+        "the same load on this shared machine.\n"
+    )
+    print(
+        f"{'target':<32}{'time':>7}{'writer':>8}{'MB out':>8}{'requests':>9}   "
+        f"{'vs polars writer (≥0.40)':<26}{'vs json loop (≥8×)':<22}{'plan only, vs writer'}"
+    )
     missed = 0
     for name, kind, t, t_ref, t_plan, size, requests in measured:
         r_writer, r_loop = t_ref / t, t_loop / t
         ok1, ok2 = r_writer >= FLOOR_WRITER, r_loop >= FLOOR_LOOP
         missed += (not ok1) + (not ok2)
-        print(f"{name:<32}{t:>6.2f}s{t_ref:>7.2f}s{size / 1e6:>8.0f}{requests:>9}   "
-              f"{r_writer:>5.2f} of write_{kind:<7} {'ok' if ok1 else 'MISSED':<7}"
-              f"{r_loop:>6.1f}×  {'ok' if ok2 else 'MISSED':<13}{t_plan:>5.2f}s  {t_ref / t_plan:>5.2f}")
+        print(
+            f"{name:<32}{t:>6.2f}s{t_ref:>7.2f}s{size / 1e6:>8.0f}{requests:>9}   "
+            f"{r_writer:>5.2f} of write_{kind:<7} {'ok' if ok1 else 'MISSED':<7}"
+            f"{r_loop:>6.1f}×  {'ok' if ok2 else 'MISSED':<13}{t_plan:>5.2f}s  {t_ref / t_plan:>5.2f}"
+        )
     return 1 if missed else 0
 
 

@@ -62,8 +62,11 @@ def served(**knobs: float) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in knobs.items()]
-    proc = subprocess.Popen([sys.executable, "-m", "crmframes", "sandbox", "--port", str(port), *flags],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crmframes", "sandbox", "--port", str(port), *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -92,8 +95,10 @@ def slot_use(name: str, slots: int, partitions: int, duration: float, time_scale
     n = job.status().height
     wall = max(clock.done.values()) - min(clock.sent.values())
     busy = n * duration / (slots * wall)
-    return busy, (f"{n} imports of {duration:.1f} s on {slots} slots in {wall:.2f} s "
-                  f"(polls every {5 * time_scale * 1e3:.0f}-{30 * time_scale * 1e3:.0f} ms)")
+    return busy, (
+        f"{n} imports of {duration:.1f} s on {slots} slots in {wall:.2f} s "
+        f"(polls every {5 * time_scale * 1e3:.0f}-{30 * time_scale * 1e3:.0f} ms)"
+    )
 
 
 def dengage_pacing(batches: int, time_scale: float) -> tuple[float, str]:

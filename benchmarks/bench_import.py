@@ -25,15 +25,19 @@ print(json.dumps({"base": t1 - t0, "extra": t2 - t1, "heavy": heavy}))
 
 
 def main() -> int:
-    runs = [json.loads(subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True,
-                                      check=True).stdout) for _ in range(7)]
+    runs = [
+        json.loads(subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, check=True).stdout)
+        for _ in range(7)
+    ]
     extra = min(r["extra"] for r in runs)
     base = min(r["base"] for r in runs)
     heavy = runs[0]["heavy"]
     ok = extra < 0.15 and not heavy
-    print(f"import polars, httpx: {base:.3f} s; import crmframes adds {extra:.3f} s (goal < 0.150) "
-          f"{'ok' if ok else 'MISSED'}; lazily kept out: starlette, uvicorn, ipywidgets, tqdm"
-          + (f" — but loaded: {heavy}" if heavy else ""))
+    print(
+        f"import polars, httpx: {base:.3f} s; import crmframes adds {extra:.3f} s (goal < 0.150) "
+        f"{'ok' if ok else 'MISSED'}; lazily kept out: starlette, uvicorn, ipywidgets, tqdm"
+        + (f" — but loaded: {heavy}" if heavy else "")
+    )
     return 0 if ok else 1
 
 

@@ -79,8 +79,12 @@ print(json.dumps({{"base": base, "peak": peak, "size": size, "requests": plan.re
 
 
 def measure(mode: str, name: str, arg: str, consumer: str = "loop") -> dict[str, int]:
-    out = subprocess.run([sys.executable, "-c", CHILD.format(here=str(HERE)), mode, name, arg, consumer],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD.format(here=str(HERE)), mode, name, arg, consumer],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -104,17 +108,21 @@ def main() -> int:
     ap.add_argument("--skip-10m", action="store_true", help="stream 1M and 3M rows instead (faster)")
     args = ap.parse_args()
     missed = 0
-    print("eager, 1M rows: peak above the frame, goal < 3 × the largest body + 64 MB, as the engine consumes\n"
-          "  bodies (each let go once sent); last column: a `for p in payloads` loop, for information")
+    print(
+        "eager, 1M rows: peak above the frame, goal < 3 × the largest body + 64 MB, as the engine consumes\n"
+        "  bodies (each let go once sent); last column: a `for p in payloads` loop, for information"
+    )
     for name in ("dotdigital.contacts", "dotdigital.insight_data", "dengage.contacts"):
         r = measure("eager", name, "1000000", "release")
         m = measure("eager", name, "1000000")
         above, bound = r["peak"] - r["base"], 3 * r["largest"] + 64e6
         ok = above < bound
         missed += not ok
-        print(f"  {name:<30}{above / 1e6:>6.0f} MB < {bound / 1e6:.0f} MB  {'ok' if ok else 'MISSED'}  "
-              f"(largest body {r['largest'] / 1e6:.1f} MB, {r['requests']} requests; {above / r['size']:.2f}× the "
-              f"{r['size'] / 1e6:.0f} MB frame)   loop: {(m['peak'] - m['base']) / 1e6:.0f} MB")
+        print(
+            f"  {name:<30}{above / 1e6:>6.0f} MB < {bound / 1e6:.0f} MB  {'ok' if ok else 'MISSED'}  "
+            f"(largest body {r['largest'] / 1e6:.1f} MB, {r['requests']} requests; {above / r['size']:.2f}× the "
+            f"{r['size'] / 1e6:.0f} MB frame)   loop: {(m['peak'] - m['base']) / 1e6:.0f} MB"
+        )
     big = 3_000_000 if args.skip_10m else 10_000_000
     print(f"streaming a parquet file: peak above baseline, 1M vs {big // 1_000_000}M rows, goal ≤ 1.25× and < 1.5 GB")
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,8 +135,10 @@ def main() -> int:
             a, b = small["peak"] - small["base"], large["peak"] - large["base"]
             ok = b <= 1.25 * a and b < 1.5e9
             missed += not ok
-            print(f"  {name:<30}{a / 1e6:>6.0f} MB → {b / 1e6:.0f} MB ({b / a:.2f}×)  {'ok' if ok else 'MISSED'}  "
-                  f"({large['rows']:,} rows, {large['requests']} requests, {large['bytes_out'] / 1e9:.1f} GB sent)")
+            print(
+                f"  {name:<30}{a / 1e6:>6.0f} MB → {b / 1e6:.0f} MB ({b / a:.2f}×)  {'ok' if ok else 'MISSED'}  "
+                f"({large['rows']:,} rows, {large['requests']} requests, {large['bytes_out'] / 1e9:.1f} GB sent)"
+            )
     return 1 if missed else 0
 
 

@@ -38,8 +38,11 @@ def main() -> int:
     frame = make_frame(args.rows)
     step = 100  # every 100th row changes: 1 %
     changed = frame.with_columns(
-        pl.when(pl.int_range(pl.len()) % step == 0).then(pl.col("points") + 1).otherwise(pl.col("points"))
-        .alias("points"))
+        pl.when(pl.int_range(pl.len()) % step == 0)
+        .then(pl.col("points") + 1)
+        .otherwise(pl.col("points"))
+        .alias("points")
+    )
     expected = (args.rows + step - 1) // step
     with cf.sandbox(job_duration=0.05, time_scale=0.0001) as sb:
         t = sb.dotdigital().insight_data("bench", scope="account", type="custom", key="key")
@@ -62,13 +65,18 @@ def main() -> int:
     checks = [
         ("rows sent by the re-run", f"{sent2:,} of {args.rows:,} ({expected:,} changed)", sent2 == expected),
         ("rows sent by a third run", f"{sent3:,}", sent3 == 0),
-        ("planning with the baseline vs without", f"{ratio:.2f}× ({min(with_baseline):.2f} s vs "
-                                                  f"{min(without):.2f} s)", ratio <= 1.5),
+        (
+            "planning with the baseline vs without",
+            f"{ratio:.2f}× ({min(with_baseline):.2f} s vs {min(without):.2f} s)",
+            ratio <= 1.5,
+        ),
         ("baseline on disk", f"{per_key:.1f} bytes per key ({keys:,} keys)", per_key <= 24),
     ]
-    print(f"frame: {args.rows:,} rows, {frame.estimated_size() / 1e6:.0f} MB; first run sent "
-          f"{int(first.status()['rows'].sum() or 0):,} rows in {t_first:.1f} s, the re-run {sent2:,} in {t_second:.1f} s "
-          f"({second.counts().get('unchanged', 0):,} unchanged); polars {pl.__version__}")
+    print(
+        f"frame: {args.rows:,} rows, {frame.estimated_size() / 1e6:.0f} MB; first run sent "
+        f"{int(first.status()['rows'].sum() or 0):,} rows in {t_first:.1f} s, the re-run {sent2:,} in {t_second:.1f} s "
+        f"({second.counts().get('unchanged', 0):,} unchanged); polars {pl.__version__}"
+    )
     missed = 0
     for what, measured, ok in checks:
         missed += not ok

@@ -45,10 +45,19 @@ class CrmNamespace(Generic[F]):
         """The exact request bodies, lazily, with the input row numbers inside each."""
         return _pipeline.payloads(self._frame, _target(target))
 
-    def submit(self, target: Target, *, wait: bool = True, timeout: float | None = None,
-               retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (),
-               max_reject_rate: float | None = None, progress: bool | str | None = None,
-               check_account: bool = True, skip_unchanged: bool = False) -> Job:
+    def submit(
+        self,
+        target: Target,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        sinks: Iterable[Sink] = (),
+        max_reject_rate: float | None = None,
+        progress: bool | str | None = None,
+        check_account: bool = True,
+        skip_unchanged: bool = False,
+    ) -> Job:
         """Send the frame: plan, submit each request under the vendor's limits, poll, fetch
         the reports. Returns a ``Job``; ``job.report()`` has one row per input row.
 
@@ -61,20 +70,47 @@ class CrmNamespace(Generic[F]):
         for this destination; the others read ``unchanged`` (DESIGN §10)."""
         from crmframes._job import submit
 
-        return submit(self._frame, _target(target), wait=wait, timeout=timeout, retry=retry, sinks=sinks,
-                      max_reject_rate=max_reject_rate, progress=progress, check_account=check_account,
-                      skip_unchanged=skip_unchanged)
+        return submit(
+            self._frame,
+            _target(target),
+            wait=wait,
+            timeout=timeout,
+            retry=retry,
+            sinks=sinks,
+            max_reject_rate=max_reject_rate,
+            progress=progress,
+            check_account=check_account,
+            skip_unchanged=skip_unchanged,
+        )
 
-    async def asubmit(self, target: Target, *, wait: bool = True, timeout: float | None = None,
-                      retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (),
-                      max_reject_rate: float | None = None, progress: bool | str | None = None,
-                      check_account: bool = True, skip_unchanged: bool = False) -> Job:
+    async def asubmit(
+        self,
+        target: Target,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        sinks: Iterable[Sink] = (),
+        max_reject_rate: float | None = None,
+        progress: bool | str | None = None,
+        check_account: bool = True,
+        skip_unchanged: bool = False,
+    ) -> Job:
         """The async twin of ``submit``: ``job = await df.crm.asubmit(t)``."""
         from crmframes._job import asubmit
 
-        return await asubmit(self._frame, _target(target), wait=wait, timeout=timeout, retry=retry, sinks=sinks,
-                             max_reject_rate=max_reject_rate, progress=progress, check_account=check_account,
-                             skip_unchanged=skip_unchanged)
+        return await asubmit(
+            self._frame,
+            _target(target),
+            wait=wait,
+            timeout=timeout,
+            retry=retry,
+            sinks=sinks,
+            max_reject_rate=max_reject_rate,
+            progress=progress,
+            check_account=check_account,
+            skip_unchanged=skip_unchanged,
+        )
 
 
 def _target(target: object) -> Target:
@@ -87,8 +123,10 @@ def _target(target: object) -> Target:
 
 def register() -> None:
     """Register ``crm`` on DataFrame and LazyFrame, refusing to shadow another ``crm``."""
-    for cls, registrar in ((pl.DataFrame, pl.api.register_dataframe_namespace),
-                           (pl.LazyFrame, pl.api.register_lazyframe_namespace)):
+    for cls, registrar in (
+        (pl.DataFrame, pl.api.register_dataframe_namespace),
+        (pl.LazyFrame, pl.api.register_lazyframe_namespace),
+    ):
         existing = inspect.getattr_static(cls, "crm", None)
         if existing is not None:
             if getattr(existing, "_ns", None) is CrmNamespace:
@@ -98,4 +136,3 @@ def register() -> None:
                 "will not shadow it. Remove the other 'crm' namespace before importing crmframes."
             )
         registrar("crm")(CrmNamespace)
-

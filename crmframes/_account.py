@@ -23,15 +23,22 @@ REFUSE = ("unknown_destination", "unmapped_column", "type_mismatch", "collection
 def problems(frame: Frame, target: Target, retry: RetryPolicy | None = None, *, fresh: bool = False) -> list[Problem]:
     """What the account says about this frame for this target (raises AuthenticationError)."""
     flow = target.account_checks(schema_of(frame))
-    found: list[Problem] = _loop.result(_loop.start(
-        _engine.preflight(target, flow, retry or RetryPolicy(), fresh=fresh)))
+    found: list[Problem] = _loop.result(
+        _loop.start(_engine.preflight(target, flow, retry or RetryPolicy(), fresh=fresh))
+    )
     return found
 
 
 def frame_of(found: list[Problem]) -> pl.DataFrame:
-    return pl.DataFrame({"row": [p.row for p in found], "column": [p.column for p in found],
-                         "code": [p.code for p in found], "problem": [p.problem for p in found]},
-                        schema=PROBLEM_SCHEMA)
+    return pl.DataFrame(
+        {
+            "row": [p.row for p in found],
+            "column": [p.column for p in found],
+            "code": [p.code for p in found],
+            "problem": [p.problem for p in found],
+        },
+        schema=PROBLEM_SCHEMA,
+    )
 
 
 def validate(frame: Frame, target: Target, *, account: bool = False, chunk_rows: int = CHUNK_ROWS) -> pl.DataFrame:
@@ -60,15 +67,19 @@ def require(frame: Frame, target: Target, retry: RetryPolicy | None = None) -> N
     try:
         found = problems(frame, target, retry)
     except AuthenticationError as e:
-        raise AuthenticationError(e.vendor, e.call, e.status, e.message,
-                                  f"Check the credentials: {_variables(target)}") from e
+        raise AuthenticationError(
+            e.vendor, e.call, e.status, e.message, f"Check the credentials: {_variables(target)}"
+        ) from e
     bad = [p for p in found if p.code in REFUSE]
     if not bad:
         return
     listed = "\n  - ".join(p.problem for p in bad)
-    raise AccountError(f"{target.connection.vendor} cannot take this frame as {target.name} (checked with the "
-                       f"account, nothing was sent):\n  - {listed}\nFix these, or submit(..., check_account=False) "
-                       "to send anyway.", frame_of(bad))
+    raise AccountError(
+        f"{target.connection.vendor} cannot take this frame as {target.name} (checked with the "
+        f"account, nothing was sent):\n  - {listed}\nFix these, or submit(..., check_account=False) "
+        "to send anyway.",
+        frame_of(bad),
+    )
 
 
 def _variables(target: Target) -> str:

@@ -129,16 +129,21 @@ def load(target: Target) -> Known:
     frame, jobs = _read(folder(target))
     if not frame.get_column("key_hash").is_sorted():
         frame = frame.sort("key_hash")
-    return Known(frame["key_hash"].to_numpy().astype(np.uint64), frame["row_hash"].to_numpy().astype(np.uint64),
-                 frame["job"].to_numpy().astype(np.uint32), jobs)
+    return Known(
+        frame["key_hash"].to_numpy().astype(np.uint64),
+        frame["row_hash"].to_numpy().astype(np.uint64),
+        frame["job"].to_numpy().astype(np.uint32),
+        jobs,
+    )
 
 
 def _write(path: Path, frame: pl.DataFrame, jobs: list[tuple[str, float]]) -> None:
     """Write to a temporary name, then rename: a reader sees the whole file or none."""
     tmp = path.with_suffix(".tmp")
     meta = json.dumps({"polars": pl.__version__, "jobs": jobs})
-    frame.select(SCHEMA.keys()).cast(pl.Schema(SCHEMA)).write_parquet(tmp, metadata={"crmframes": meta},
-                                                                      statistics=False)
+    frame.select(SCHEMA.keys()).cast(pl.Schema(SCHEMA)).write_parquet(
+        tmp, metadata={"crmframes": meta}, statistics=False
+    )
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     private_file(tmp)
@@ -157,9 +162,13 @@ def record(target: Target, job_id: str, key_hash: pl.Series, row_hash: pl.Series
     with _LOCK:
         private_dir(d.parent)
         private_dir(d)
-        frame = pl.DataFrame({"key_hash": key_hash, "row_hash": row_hash, "job": pl.repeat(0, len(key_hash),
-                                                                                            dtype=pl.UInt32,
-                                                                                            eager=True)})
+        frame = pl.DataFrame(
+            {
+                "key_hash": key_hash,
+                "row_hash": row_hash,
+                "job": pl.repeat(0, len(key_hash), dtype=pl.UInt32, eager=True),
+            }
+        )
         _write(d / f"delta-{_stamp()}-{job_id}.parquet", frame, [(job_id, time.time())])
 
 
@@ -175,8 +184,7 @@ def compact(target: Target) -> None:
         remap = {old: new for new, old in enumerate(used)}
         frame = frame.with_columns(pl.col("job").replace_strict(remap, return_dtype=pl.UInt32))
         # named after the newest delta folded in: deltas written since (another job) still apply
-        _write(d / f"base-{deltas[-1].stem.split('-', 1)[1]}.parquet", frame.sort("key_hash"),
-               [jobs[i] for i in used])
+        _write(d / f"base-{deltas[-1].stem.split('-', 1)[1]}.parquet", frame.sort("key_hash"), [jobs[i] for i in used])
         for old in ([base] if base else []) + deltas:
             old.unlink(missing_ok=True)
 
@@ -185,12 +193,16 @@ def frame(target: Target) -> pl.DataFrame:
     """``cf.baseline(t)``: one row per key the vendor is known to hold, with the job that
     wrote it and when."""
     data, jobs = _read(folder(target))
-    written = pl.DataFrame({"job": list(range(len(jobs))), "job_id": [j for j, _ in jobs],
-                            "written_at": [t for _, t in jobs]},
-                           schema={"job": pl.UInt32, "job_id": pl.String, "written_at": pl.Float64})
-    return (data.join(written, on="job", how="left", maintain_order="left")
-            .select("key_hash", "row_hash", "job_id",
-                    pl.from_epoch("written_at", time_unit="s").dt.replace_time_zone("UTC").alias("written_at")))
+    written = pl.DataFrame(
+        {"job": list(range(len(jobs))), "job_id": [j for j, _ in jobs], "written_at": [t for _, t in jobs]},
+        schema={"job": pl.UInt32, "job_id": pl.String, "written_at": pl.Float64},
+    )
+    return data.join(written, on="job", how="left", maintain_order="left").select(
+        "key_hash",
+        "row_hash",
+        "job_id",
+        pl.from_epoch("written_at", time_unit="s").dt.replace_time_zone("UTC").alias("written_at"),
+    )
 
 
 def reset(target: Target) -> int:

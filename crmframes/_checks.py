@@ -76,22 +76,31 @@ def unsupported(schema: pl.Schema, columns: Iterable[str], allow_nested: bool, v
         dtype = schema[c]
         if is_unsupported(dtype):
             out.append(
-                Problem(None, c, "unsupported_type",
-                        f"column {c!r} has type {dtype}, which {vendor} cannot store; cast it "
-                        f"to a string or number, or drop it.")
+                Problem(
+                    None,
+                    c,
+                    "unsupported_type",
+                    f"column {c!r} has type {dtype}, which {vendor} cannot store; cast it "
+                    f"to a string or number, or drop it.",
+                )
             )
         elif not allow_nested and isinstance(dtype, (pl.List, pl.Array, pl.Struct)):
             out.append(
-                Problem(None, c, "unsupported_type",
-                        f"column {c!r} is nested ({dtype}); {vendor} takes flat values here. "
-                        f"Flatten it (unnest / list.join) or drop it.")
+                Problem(
+                    None,
+                    c,
+                    "unsupported_type",
+                    f"column {c!r} is nested ({dtype}); {vendor} takes flat values here. "
+                    f"Flatten it (unnest / list.join) or drop it.",
+                )
             )
     return out
 
 
 def not_null(column: str, what: str) -> Check:
-    return Check(column, "missing_value", f"{what} is missing (null); fill it or drop the row.",
-                 pl.col(column).is_null())
+    return Check(
+        column, "missing_value", f"{what} is missing (null); fill it or drop the row.", pl.col(column).is_null()
+    )
 
 
 # the same address with any whitespace around it: one regex tells a padded address from a bad one
@@ -104,14 +113,20 @@ def emails(column: str, what: str = "email") -> list[Check]:
     copy and a second full match cost 0.08 s per 1M rows more (measured)."""
     value = pl.col(column).cast(pl.String)
     return [
-        Check(column, "email_spaces",
-              f"{what} has spaces (or tabs, line breaks) at its start or end, which the vendor refuses; strip "
-              f"them: df.with_columns(pl.col({column!r}).str.strip_chars()).",
-              value.str.contains(r"^\s|\s$")),
-        Check(column, "invalid_email",
-              f"{what} is not a valid email address (one '@', a dotted domain, no spaces, "
-              f"at most {MAX_EMAIL} bytes); correct it or drop the row.",
-              value.is_not_null() & (~value.str.contains(_PADDED_PATTERN) | (value.str.len_bytes() > MAX_EMAIL))),
+        Check(
+            column,
+            "email_spaces",
+            f"{what} has spaces (or tabs, line breaks) at its start or end, which the vendor refuses; strip "
+            f"them: df.with_columns(pl.col({column!r}).str.strip_chars()).",
+            value.str.contains(r"^\s|\s$"),
+        ),
+        Check(
+            column,
+            "invalid_email",
+            f"{what} is not a valid email address (one '@', a dotted domain, no spaces, "
+            f"at most {MAX_EMAIL} bytes); correct it or drop the row.",
+            value.is_not_null() & (~value.str.contains(_PADDED_PATTERN) | (value.str.len_bytes() > MAX_EMAIL)),
+        ),
     ]
 
 
@@ -123,9 +138,12 @@ def email(column: str, what: str = "email") -> Check:
 
 
 def max_chars(column: str, limit: int, what: str) -> Check:
-    return Check(column, "too_long",
-                 f"{what} is longer than {limit} characters; shorten it.",
-                 pl.col(column).cast(pl.String).str.len_chars() > limit)
+    return Check(
+        column,
+        "too_long",
+        f"{what} is longer than {limit} characters; shorten it.",
+        pl.col(column).cast(pl.String).str.len_chars() > limit,
+    )
 
 
 def _non_finite(expr: pl.Expr, dtype: DType) -> pl.Expr | None:
@@ -150,10 +168,15 @@ def finite(schema: pl.Schema, columns: Iterable[str]) -> list[Check]:
     for c in columns:
         cond = _non_finite(pl.col(c), schema[c])
         if cond is not None:
-            out.append(Check(c, "not_finite",
-                             f"{c!r} holds NaN or infinity, which JSON and the vendor cannot "
-                             "represent; replace it with a number or null: "
-                             f"df.with_columns(pl.when(pl.col({c!r}).is_finite()).then(pl.col({c!r}))) "
-                             "turns both into null (fill_nan alone leaves infinity).",
-                             cond))
+            out.append(
+                Check(
+                    c,
+                    "not_finite",
+                    f"{c!r} holds NaN or infinity, which JSON and the vendor cannot "
+                    "represent; replace it with a number or null: "
+                    f"df.with_columns(pl.when(pl.col({c!r}).is_finite()).then(pl.col({c!r}))) "
+                    "turns both into null (fill_nan alone leaves infinity).",
+                    cond,
+                )
+            )
     return out

@@ -95,9 +95,7 @@ def json_ready(expr: pl.Expr, dtype: DType, fmt: DateFormats = ISO) -> pl.Expr:
     if isinstance(dtype, pl.Array):
         return json_ready(expr.cast(pl.List(dtype.inner)), pl.List(dtype.inner), fmt)
     if isinstance(dtype, pl.Struct) and _needs_rewrite(dtype):
-        fields = [
-            json_ready(expr.struct.field(f.name), f.dtype, fmt).alias(f.name) for f in dtype.fields
-        ]
+        fields = [json_ready(expr.struct.field(f.name), f.dtype, fmt).alias(f.name) for f in dtype.fields]
         return pl.when(expr.is_null()).then(None).otherwise(pl.struct(fields))
     if isinstance(dtype, pl.List) and _needs_rewrite(dtype.inner):
         return expr.list.eval(json_ready(pl.element(), dtype.inner, fmt))
@@ -138,8 +136,9 @@ def json_key(name: str) -> str:
     return json.dumps(name, ensure_ascii=False)
 
 
-def strip_nulls(encoded: pl.Expr, columns: Sequence[str], schema: Mapping[str, DType],
-                nulls: frozenset[str]) -> pl.Expr:
+def strip_nulls(
+    encoded: pl.Expr, columns: Sequence[str], schema: Mapping[str, DType], nulls: frozenset[str]
+) -> pl.Expr:
     """Remove ``"key":null`` members instead of sending nulls (Qualtrics rejects them).
 
     ``encoded`` is an object with ``columns`` as keys (in order). Only keys that can be

@@ -81,6 +81,7 @@ class Job(Protocol):
     def payload_iter(self) -> Iterator[tuple[Payload, str]]: ...
     def lineage(self, partition: int) -> tuple[pl.Series, pl.Series | None]: ...
 
+
 # In-flight submits per account when the vendor documents no concurrency limit [I]
 DEFAULT_INFLIGHT = 8
 # D·engage counts its minute from when a call arrives; start each call a little later than
@@ -107,10 +108,12 @@ class Session:
     def __init__(self, conn: Connection) -> None:
         self._conn = weakref.ref(conn)
         self.client = httpx.AsyncClient(
-            base_url=conn.base_url, headers={"User-Agent": USER_AGENT},
+            base_url=conn.base_url,
+            headers={"User-Agent": USER_AGENT},
             # Dotdigital asks clients to allow 121 s before timing out (CONTRACTS §1)
             timeout=httpx.Timeout(121.0, connect=15.0),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
         self.scale = 1.0
         self.cache: dict[tuple[str, str], tuple[float, Reply]] = {}  # (path, params) → (expires, answer)
         self.token: str | None = None
@@ -190,12 +193,19 @@ class Engine:
 
     # --- one call, under the retry policy ---
 
-    async def call(self, s: Session, req: Request, policy: RetryPolicy, *,
-                   pace: Budget | None = None,
-                   on_retry: Callable[[str, float, int | None], None] | None = None) -> Reply:
+    async def call(
+        self,
+        s: Session,
+        req: Request,
+        policy: RetryPolicy,
+        *,
+        pace: Budget | None = None,
+        on_retry: Callable[[str, float, int | None], None] | None = None,
+    ) -> Reply:
         vendor = s.conn.vendor
-        cached_as = (req.path, json.dumps(dict(req.params), sort_keys=True)) if req.cache and req.method == "GET" \
-            else None
+        cached_as = (
+            (req.path, json.dumps(dict(req.params), sort_keys=True)) if req.cache and req.method == "GET" else None
+        )
         if cached_as is not None:
             hit = s.cache.get(cached_as)
             if hit is not None and hit[0] > time.monotonic():
@@ -216,8 +226,9 @@ class Engine:
             transport: str | None = None
             reply: Reply | None = None
             try:
-                r = await s.client.request(req.method, req.path, content=req.content, headers=headers,
-                                           params=dict(req.params) or None)
+                r = await s.client.request(
+                    req.method, req.path, content=req.content, headers=headers, params=dict(req.params) or None
+                )
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
                 transport = "connect"
             except httpx.TransportError:
@@ -234,22 +245,34 @@ class Engine:
                     s.token, relogged = None, True  # the token expired early or was revoked: renew once
                     continue
                 if status in (401, 403):
-                    raise AuthenticationError(vendor, req.call, status, s.conn.error_message(reply),
-                                              _auth_hint(status))
-            decision = policy.decide(attempt, status=status, headers=reply.headers if reply else None,
-                                     busy=bool(reply and s.conn.busy(reply)), transport=transport,
-                                     idempotent=req.idempotent, now_epoch=time.time(), rng=self.rng)
+                    raise AuthenticationError(vendor, req.call, status, s.conn.error_message(reply), _auth_hint(status))
+            decision = policy.decide(
+                attempt,
+                status=status,
+                headers=reply.headers if reply else None,
+                busy=bool(reply and s.conn.busy(reply)),
+                transport=transport,
+                idempotent=req.idempotent,
+                now_epoch=time.time(),
+                rng=self.rng,
+            )
             if decision.retry and time.monotonic() - started > policy.give_up_after:
                 decision = decision.__class__(False, why="exhausted")
             if not decision.retry:
                 if decision.in_doubt:
-                    raise InDoubt(f"{vendor} {req.call}: the answer was lost ({transport or status}); the "
-                                  "request may have been applied and is not repeated automatically")
+                    raise InDoubt(
+                        f"{vendor} {req.call}: the answer was lost ({transport or status}); the "
+                        "request may have been applied and is not repeated automatically"
+                    )
                 message = s.conn.error_message(reply) if reply is not None else f"transport error ({transport})"
                 if decision.why == "exhausted":
-                    raise VendorUnavailableError(vendor, req.call, status, message,
-                                                 f"Gave up after {attempt} attempts; the job is resumable: "
-                                                 "call job.wait() again later.")
+                    raise VendorUnavailableError(
+                        vendor,
+                        req.call,
+                        status,
+                        message,
+                        f"Gave up after {attempt} attempts; the job is resumable: call job.wait() again later.",
+                    )
                 raise VendorError(vendor, req.call, status, message)
             wait = decision.wait * s.scale
             if on_retry is not None:
@@ -266,8 +289,9 @@ class Engine:
                     reply = await self.call(s, login, policy)
                 except VendorError as e:
                     if e.status in (400, 401):
-                        raise AuthenticationError(e.vendor, "login", e.status, e.message,
-                                                  "Check the user key and password.") from None
+                        raise AuthenticationError(
+                            e.vendor, "login", e.status, e.message, "Check the user key and password."
+                        ) from None
                     raise
                 token, ttl = s.conn.parse_login(reply)
                 # renew a minute before expiry, as D·engage advises (CONTRACTS §5)
@@ -276,10 +300,17 @@ class Engine:
 
     # --- one flow ---
 
-    async def drive(self, flow: Flow, s: Session, policy: RetryPolicy, *, pace: Budget | None = None,
-                    on_note: Callable[[Note], None] | None = None,
-                    on_pause: Callable[[str, float], None] | None = None,
-                    on_retry: Callable[[str, str, float, int | None], None] | None = None) -> Any:
+    async def drive(
+        self,
+        flow: Flow,
+        s: Session,
+        policy: RetryPolicy,
+        *,
+        pace: Budget | None = None,
+        on_note: Callable[[Note], None] | None = None,
+        on_pause: Callable[[str, float], None] | None = None,
+        on_retry: Callable[[str, str, float, int | None], None] | None = None,
+    ) -> Any:
         reply: Reply | None = None
         while True:
             try:
@@ -410,9 +441,15 @@ async def run(job: Job) -> None:
                     await budget.slots.acquire()
                     tg.create_task(_partition(job, eng, s, budget, part.partition, None, hold))
                 elif part.state == IN_DOUBT and (target.resend_safe or job.resend_in_doubt):
-                    emit(Requeued(job.id, time.time(), part.partition,
-                                  "re-sent: its first answer was lost" + ("" if target.resend_safe else
-                                                                          " (re-sent because you asked)")))
+                    emit(
+                        Requeued(
+                            job.id,
+                            time.time(),
+                            part.partition,
+                            "re-sent: its first answer was lost"
+                            + ("" if target.resend_safe else " (re-sent because you asked)"),
+                        )
+                    )
             to_send = {p.partition for p in parts if p.state == PLANNED}
             if to_send and job.stop_reason() is None:
                 if job.context is _UNSET:
@@ -431,7 +468,8 @@ async def run(job: Job) -> None:
                         raise FrameError(
                             f"partition {payload.partition} of job {job.id} encodes differently than when the job "
                             "was planned: the frame changed. Resume with the same frame, or submit this one as a "
-                            "new job.")
+                            "new job."
+                        )
                     to_send.discard(payload.partition)
                     if job.stop_reason() is not None:
                         break
@@ -445,13 +483,22 @@ async def run(job: Job) -> None:
                         canary = task
                         await asyncio.wait({task})  # the canary's verdict decides whether more is sent
                 if to_send and job.stop_reason() is None:
-                    raise FrameError(f"the frame changed: it no longer holds partition(s) {sorted(to_send)[:10]} of "
-                                     f"job {job.id}. Resume with the same frame, or submit this one as a new job.")
+                    raise FrameError(
+                        f"the frame changed: it no longer holds partition(s) {sorted(to_send)[:10]} of "
+                        f"job {job.id}. Resume with the same frame, or submit this one as a new job."
+                    )
     except BaseException as exc:
         for part in list(job.state.partitions.values()):
             if part.state == SENDING:  # cut off mid-send: maybe applied, maybe not
-                emit(Settled(job.id, time.time(), part.partition, IN_DOUBT,
-                             message="interrupted while sending; resume re-sends it where that is safe"))
+                emit(
+                    Settled(
+                        job.id,
+                        time.time(),
+                        part.partition,
+                        IN_DOUBT,
+                        message="interrupted while sending; resume re-sends it where that is safe",
+                    )
+                )
         err = _first_crm_error(exc)
         if err is not None:
             job.error = err
@@ -467,9 +514,15 @@ async def run(job: Job) -> None:
                 emit(Settled(job.id, time.time(), part.partition, NOT_SENT, message=message, reason=why))
     running = [p.partition for p in job.state.partitions.values() if p.state == SUBMITTED]
     if running:
-        emit(Stopped(job.id, time.time(), "pending",
-                     f"partition(s) {running[:10]} still running at the vendor after polling up to the target's "
-                     "poll_deadline; job.wait() or cf.resume() polls them again"))
+        emit(
+            Stopped(
+                job.id,
+                time.time(),
+                "pending",
+                f"partition(s) {running[:10]} still running at the vendor after polling up to the target's "
+                "poll_deadline; job.wait() or cf.resume() polls them again",
+            )
+        )
         return
     emit(Stopped(job.id, time.time(), "done"))
 
@@ -485,8 +538,7 @@ def _first_crm_error(exc: BaseException) -> CrmError | None:
     return None
 
 
-async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partition: int, p: Any,
-                     hold: str) -> None:
+async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partition: int, p: Any, hold: str) -> None:
     """Submit (or keep tracking) one partition and settle it; the slot is freed as soon as the
     vendor finishes the import, so the next partition starts at once (never in waves)."""
     part = job.state.partitions[partition]
@@ -512,8 +564,9 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partitio
             emit(Sending(job.id, time.time(), partition))
             req = target.submit_request(p.body, p.content_type, job.context)
             p = None  # the body can be 50 MB: only the request holds it, until it is sent
-            send = asyncio.ensure_future(eng.call(s, req, job.retry, pace=budget,
-                                                  on_retry=lambda why, w, st: retry("submit", why, w, st)))
+            send = asyncio.ensure_future(
+                eng.call(s, req, job.retry, pace=budget, on_retry=lambda why, w, st: retry("submit", why, w, st))
+            )
             del req
             try:
                 reply = await asyncio.shield(send)
@@ -539,8 +592,7 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partitio
                 free()
         flow = target.track(part.import_id or "", part.early, job.context, part.rows)
         on_pause = lambda why, wait: emit(Waiting(job.id, time.time(), partition, why, wait))  # noqa: E731
-        _settle(job, partition, await eng.drive(flow, s, job.retry, on_note=on_note, on_pause=on_pause,
-                                                on_retry=retry))
+        _settle(job, partition, await eng.drive(flow, s, job.retry, on_note=on_note, on_pause=on_pause, on_retry=retry))
     except InDoubt as e:
         emit(Settled(job.id, time.time(), partition, IN_DOUBT, message=str(e)))
     except ConfigError as e:  # e.g. credentials removed mid-job: refused before the request left
@@ -548,8 +600,7 @@ async def _partition(job: Job, eng: Engine, s: Session, budget: Budget, partitio
             emit(Requeued(job.id, time.time(), partition, str(e)))
         raise
     except VendorError as e:
-        if e.call == "submit" and not isinstance(e, (AuthenticationError, VendorUnavailableError)) \
-                and e.status != 404:
+        if e.call == "submit" and not isinstance(e, (AuthenticationError, VendorUnavailableError)) and e.status != 404:
             # the vendor refused this request (e.g. 400 validation, 413): settle it, go on
             emit(Settled(job.id, time.time(), partition, "refused", message=str(e)))
         else:
@@ -569,12 +620,21 @@ def _settle(job: Job, partition: int, outcome: Outcome) -> None:
     if outcome.state == "finished":
         rows, keys = job.lineage(partition)
         found = verdicts(outcome, job.state.partitions[partition].early, rows, keys)
-    job.emit(Settled(job.id, time.time(), partition, FINISHED if found is not None else FAILED,
-                     vendor_state=outcome.vendor_state, message=outcome.message,
-                     faults=None if found is None else found.rows, unmatched=0 if found is None else found.unmatched,
-                     imported=None if totals is None else totals.imported,
-                     rejected=None if totals is None else totals.rejected,
-                     reconciled=None if found is None else found.reconciled))
+    job.emit(
+        Settled(
+            job.id,
+            time.time(),
+            partition,
+            FINISHED if found is not None else FAILED,
+            vendor_state=outcome.vendor_state,
+            message=outcome.message,
+            faults=None if found is None else found.rows,
+            unmatched=0 if found is None else found.unmatched,
+            imported=None if totals is None else totals.imported,
+            rejected=None if totals is None else totals.rejected,
+            reconciled=None if found is None else found.reconciled,
+        )
+    )
 
 
 class _Unset:
@@ -583,5 +643,3 @@ class _Unset:
 
 
 _UNSET: Any = _Unset()
-
-

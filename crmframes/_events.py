@@ -17,7 +17,15 @@ if TYPE_CHECKING:
 
 # partition states, in the order they are reached
 PLANNED, SENDING, SUBMITTED, FINISHED, FAILED, REFUSED, IN_DOUBT, NOT_SENT = (
-    "planned", "sending", "submitted", "finished", "failed", "refused", "in_doubt", "not_sent")
+    "planned",
+    "sending",
+    "submitted",
+    "finished",
+    "failed",
+    "refused",
+    "in_doubt",
+    "not_sent",
+)
 SETTLED = frozenset({FINISHED, FAILED, REFUSED, IN_DOUBT, NOT_SENT})
 
 
@@ -231,19 +239,36 @@ class JobState:
             todo = len(parts) - len(settled)
             if started is not None and settled and todo and self.stopped is None:
                 eta = (now - started) / len(settled) * todo
-            stages = {s: sum(1 for p in parts if p.state == s) for s in
-                      (PLANNED, SENDING, SUBMITTED, FINISHED, FAILED, REFUSED, IN_DOUBT, NOT_SENT)}
+            stages = {
+                s: sum(1 for p in parts if p.state == s)
+                for s in (PLANNED, SENDING, SUBMITTED, FINISHED, FAILED, REFUSED, IN_DOUBT, NOT_SENT)
+            }
             return Progress(
-                target=self.target, input_rows=self.input_rows, invalid_rows=self.invalid_rows,
+                target=self.target,
+                input_rows=self.input_rows,
+                invalid_rows=self.invalid_rows,
                 unchanged_rows=self.unchanged_rows,
-                partitions=len(parts), partitions_sent=len(sent), partitions_settled=len(settled),
-                rows_total=sum(p.rows for p in parts), rows_sent=sum(p.rows for p in sent),
-                rows_settled=sum(p.rows for p in settled), rows_rejected=rejected,
-                bytes_total=sum(p.bytes for p in parts), bytes_sent=sum(p.bytes for p in sent),
-                stages=stages, waiting=self.waiting, retries=self.retries, stopped=self.stopped,
-                message=self.message, elapsed=None if started is None else now - started, eta=eta,
-                table=tuple((p.partition, p.state, p.import_id, p.vendor_state, p.rows, p.retries)
-                            for p in sorted(parts, key=lambda p: p.partition)))
+                partitions=len(parts),
+                partitions_sent=len(sent),
+                partitions_settled=len(settled),
+                rows_total=sum(p.rows for p in parts),
+                rows_sent=sum(p.rows for p in sent),
+                rows_settled=sum(p.rows for p in settled),
+                rows_rejected=rejected,
+                bytes_total=sum(p.bytes for p in parts),
+                bytes_sent=sum(p.bytes for p in sent),
+                stages=stages,
+                waiting=self.waiting,
+                retries=self.retries,
+                stopped=self.stopped,
+                message=self.message,
+                elapsed=None if started is None else now - started,
+                eta=eta,
+                table=tuple(
+                    (p.partition, p.state, p.import_id, p.vendor_state, p.rows, p.retries)
+                    for p in sorted(parts, key=lambda p: p.partition)
+                ),
+            )
 
 
 @dataclass(frozen=True)

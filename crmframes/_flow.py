@@ -217,8 +217,9 @@ class StatusAnswer:
     doc: Any
 
 
-def poll(request: Request, read: Callable[[Any], StatusAnswer], intervals: Iterator[float],
-         deadline: float) -> Generator[Step, Reply | None, tuple[StatusAnswer | None, bool]]:
+def poll(
+    request: Request, read: Callable[[Any], StatusAnswer], intervals: Iterator[float], deadline: float
+) -> Generator[Step, Reply | None, tuple[StatusAnswer | None, bool]]:
     """Poll ``request`` on the vendor's schedule until its answer means done or failed.
 
     Returns ``(last answer, True)`` once the import ended, or ``(last answer, False)`` when
@@ -245,9 +246,15 @@ def poll(request: Request, read: Callable[[Any], StatusAnswer], intervals: Itera
 def still_running(import_id: str, last: StatusAnswer | None, deadline: float, vendor: str) -> Outcome:
     """The outcome of an import still running (or in an unknown state) at the deadline."""
     word = None if last is None else last.word
-    return Outcome(import_id, "pending", word, message=(
-        f"{vendor} still reports {word!r} after {deadline:,.0f} s of polling (the target's "
-        "poll_deadline); job.wait() or cf.resume() polls it again"))
+    return Outcome(
+        import_id,
+        "pending",
+        word,
+        message=(
+            f"{vendor} still reports {word!r} after {deadline:,.0f} s of polling (the target's "
+            "poll_deadline); job.wait() or cf.resume() polls it again"
+        ),
+    )
 
 
 def poll_intervals(first: float = 5.0, growth: float = 1.5, cap: float = 30.0) -> Iterator[float]:

@@ -72,15 +72,26 @@ class Job:
     ``wait()`` blocks (Ctrl-C pauses; ``wait()`` again resumes), ``await job`` is its twin.
     """
 
-    def __init__(self, frame: Frame | None, target: Target, *, retry: RetryPolicy | None = None,
-                 sinks: Iterable[Sink] = (), chunk_rows: int = CHUNK_ROWS, max_reject_rate: float | None = None,
-                 progress: bool | str | None = None, parent: tuple[str, pl.Series] | None = None,
-                 check_account: bool = True, skip_unchanged: bool = False,
-                 _restore: tuple[str, Plan, list[str], pl.DataFrame] | None = None) -> None:
+    def __init__(
+        self,
+        frame: Frame | None,
+        target: Target,
+        *,
+        retry: RetryPolicy | None = None,
+        sinks: Iterable[Sink] = (),
+        chunk_rows: int = CHUNK_ROWS,
+        max_reject_rate: float | None = None,
+        progress: bool | str | None = None,
+        parent: tuple[str, pl.Series] | None = None,
+        check_account: bool = True,
+        skip_unchanged: bool = False,
+        _restore: tuple[str, Plan, list[str], pl.DataFrame] | None = None,
+    ) -> None:
         if isinstance(sinks, Iterable) and not isinstance(sinks, (str, bytes)):
             sinks = list(sinks)  # a generator is read once: by the check, then kept
-        check_options(max_reject_rate=max_reject_rate, retry=retry, progress=progress, sinks=sinks,
-                      skip_unchanged=skip_unchanged)
+        check_options(
+            max_reject_rate=max_reject_rate, retry=retry, progress=progress, sinks=sinks, skip_unchanged=skip_unchanged
+        )
         # a retry_failed() job: its parent job and, per row of this job, the parent's row number
         self.parent: str | None = None if parent is None else parent[0]
         self.parent_rows: pl.Series | None = None if parent is None else parent[1]
@@ -106,8 +117,16 @@ class Job:
             found = survey(frame, target, chunk_rows=chunk_rows, skip_unchanged=skip_unchanged)
             self.id = uuid.uuid4().hex[:12]
             self.plan, self.hashes, lineage = found.plan, found.hashes, found.lineage
-            self.journal.create(self.id, target, self.plan, self.hashes, lineage,
-                                {"max_reject_rate": max_reject_rate}, parent=self.parent, parent_rows=self.parent_rows)
+            self.journal.create(
+                self.id,
+                target,
+                self.plan,
+                self.hashes,
+                lineage,
+                {"max_reject_rate": max_reject_rate},
+                parent=self.parent,
+                parent_rows=self.parent_rows,
+            )
         else:
             self.id, self.plan, self.hashes, lineage = _restore
         sent = lineage.filter(pl.col("partition").is_not_null())
@@ -117,10 +136,19 @@ class Job:
         self._skip = self.plan.unchanged.get_column("row").sort().to_numpy()
         self.state = JobState(self.id)
         self._sinks: list[Sink] = [self.state.apply, self.journal.record, self._learn, log_event, *sinks]
-        parts = tuple((int(i), int(r), int(b)) for i, r, b in
-                      self.plan.partitions.select("partition", "rows", "bytes").iter_rows())
-        planned = Planned(self.id, time.time(), target.name, parts, self.plan.input_rows, self.plan.invalid_rows,
-                          self.plan.unchanged_rows)
+        parts = tuple(
+            (int(i), int(r), int(b))
+            for i, r, b in self.plan.partitions.select("partition", "rows", "bytes").iter_rows()
+        )
+        planned = Planned(
+            self.id,
+            time.time(),
+            target.name,
+            parts,
+            self.plan.input_rows,
+            self.plan.invalid_rows,
+            self.plan.unchanged_rows,
+        )
         if _restore is None:
             self.emit(planned)
         else:
@@ -130,8 +158,16 @@ class Job:
         self._sinks += display_sinks(progress, self)
 
     @classmethod
-    def restore(cls, job_id: str, frame: Frame | None = None, *, connection: Any = None,
-                retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (), progress: bool | str | None = None) -> Job:
+    def restore(
+        cls,
+        job_id: str,
+        frame: Frame | None = None,
+        *,
+        connection: Any = None,
+        retry: RetryPolicy | None = None,
+        sinks: Iterable[Sink] = (),
+        progress: bool | str | None = None,
+    ) -> Job:
         """Rebuild a journalled job (after a crash or a kernel restart); see ``cf.resume``."""
         jr = _journal.journal()
         row, parts = jr.load(job_id)
@@ -141,25 +177,43 @@ class Job:
         target = _rebuild_target(row, connection)
         d = jr.dir(job_id)
         unchanged = d / "unchanged.parquet"
-        plan_ = Plan(target, pl.read_parquet(d / "plan.parquet"), pl.read_parquet(d / "problems.parquet"),
-                     row["input_rows"], row["invalid_rows"],
-                     unchanged=pl.read_parquet(unchanged) if unchanged.exists() else
-                     pl.DataFrame(schema=UNCHANGED_SCHEMA))
+        plan_ = Plan(
+            target,
+            pl.read_parquet(d / "plan.parquet"),
+            pl.read_parquet(d / "problems.parquet"),
+            row["input_rows"],
+            row["invalid_rows"],
+            unchanged=pl.read_parquet(unchanged) if unchanged.exists() else pl.DataFrame(schema=UNCHANGED_SCHEMA),
+        )
         hashes = [p["hash"] for p in parts]
         policy = json.loads(row["policy"])
         parent_rows = jr.parent_rows(job_id)
-        job = cls(frame, target, retry=retry, sinks=sinks, max_reject_rate=policy.get("max_reject_rate"),
-                  progress=progress, parent=None if row["parent"] is None or parent_rows is None
-                  else (row["parent"], parent_rows),
-                  _restore=(job_id, plan_, hashes, pl.read_parquet(d / "lineage.parquet")))
+        job = cls(
+            frame,
+            target,
+            retry=retry,
+            sinks=sinks,
+            max_reject_rate=policy.get("max_reject_rate"),
+            progress=progress,
+            parent=None if row["parent"] is None or parent_rows is None else (row["parent"], parent_rows),
+            _restore=(job_id, plan_, hashes, pl.read_parquet(d / "lineage.parquet")),
+        )
         if row["context"] is not None:
             job.context = json.loads(row["context"])
         now = time.time()
         for p in parts:  # replay the journal into the accumulator; SENDING at a crash = in doubt
             i, state = p["partition"], p["state"]
             if p["import_id"] is not None or state == SUBMITTED:
-                job.state.apply(Submitted(job_id, p["submitted_at"] or now, i, p["import_id"], p["vendor_state"],
-                                          _journal.early_faults(p["early"])))
+                job.state.apply(
+                    Submitted(
+                        job_id,
+                        p["submitted_at"] or now,
+                        i,
+                        p["import_id"],
+                        p["vendor_state"],
+                        _journal.early_faults(p["early"]),
+                    )
+                )
             if state == SENDING:
                 state, p["message"] = IN_DOUBT, "the process stopped while sending; the answer was never seen"
             elif state == SUBMITTED and p["import_id"] is None:  # a synchronous answer, never recorded
@@ -169,9 +223,22 @@ class Job:
                 if faults is None and state == FINISHED:  # no file: the vendor named no row
                     faults = pl.DataFrame(schema=_report.FAULT_SCHEMA)
                 reconciled = None if p["reconciled"] is None else bool(p["reconciled"])
-                job.state.apply(Settled(job_id, p["finished_at"] or now, i, state, p["vendor_state"], p["message"],
-                                        p["reason"], faults, p["unmatched"], p["imported"], p["rejected"],
-                                        reconciled))
+                job.state.apply(
+                    Settled(
+                        job_id,
+                        p["finished_at"] or now,
+                        i,
+                        state,
+                        p["vendor_state"],
+                        p["message"],
+                        p["reason"],
+                        faults,
+                        p["unmatched"],
+                        p["imported"],
+                        p["rejected"],
+                        reconciled,
+                    )
+                )
             elif state == SUBMITTED and p["message"]:  # polling stopped at its deadline
                 job.state.partitions[i].message = p["message"]
             job.state.partitions[i].retries = p["retries"]
@@ -207,8 +274,10 @@ class Job:
         """Each payload with the hash of its body (checked against the plan's)."""
         if self.frame is None:
             unsent = sorted(p.partition for p in self.state.partitions.values() if p.state == PLANNED)
-            raise FrameError(f"job {self.id} has {len(unsent)} partition(s) not sent yet ({unsent[:10]}); pass the "
-                             f"same frame to send them: cf.resume({self.id!r}, frame)")
+            raise FrameError(
+                f"job {self.id} has {len(unsent)} partition(s) not sent yet ({unsent[:10]}); pass the "
+                f"same frame to send them: cf.resume({self.id!r}, frame)"
+            )
         # map, not a generator expression: that would hold the previous body while the next is built
         return map(_with_hash, payloads(self.frame, self.target, chunk_rows=self.chunk_rows, skip_rows=self._skip))
 
@@ -238,13 +307,17 @@ class Job:
                     sent += p.rows
                     rejected += p.rows
         if sent and rejected / sent > self.max_reject_rate:
-            return ("max_reject_rate", f"not sent: the vendor rejected {rejected:,} of {sent:,} rows sent "
-                    f"({rejected / sent:.0%}), over max_reject_rate={self.max_reject_rate:.0%}")
+            return (
+                "max_reject_rate",
+                f"not sent: the vendor rejected {rejected:,} of {sent:,} rows sent "
+                f"({rejected / sent:.0%}), over max_reject_rate={self.max_reject_rate:.0%}",
+            )
         return None
 
     def on_retry(self, partition: int | None) -> Callable[[str, str, float, int | None], None]:
         def note(call: str, why: str, wait: float, status: int | None) -> None:
             self.emit(RetryScheduled(self.id, time.time(), partition, call, why, wait, status))
+
         return note
 
     # --- running ---
@@ -312,14 +385,20 @@ class Job:
             bad = st.filter(pl.col("reconciled").not_())
             if bad.height:
                 doubt = int(bad["in_doubt_rows"].sum() or 0)
-                outcome = (f"{doubt:,} row(s) it does not confirm are in_doubt, never accepted" if doubt else
-                           "its per-row answers still tie every row to an outcome")
-                warnings.warn(CrmWarning(
-                    f"{self.target.name}: the vendor's answer does not reconcile with what was sent in partition(s) "
-                    f"{bad['partition'].to_list()}: {outcome} (see job.status(): vendor_imported, vendor_rejected, "
-                    "in_doubt_rows, unmatched_faults). Check the target's ids (address book, mailing list, "
-                    "collection)."),
-                    stacklevel=3)
+                outcome = (
+                    f"{doubt:,} row(s) it does not confirm are in_doubt, never accepted"
+                    if doubt
+                    else "its per-row answers still tie every row to an outcome"
+                )
+                warnings.warn(
+                    CrmWarning(
+                        f"{self.target.name}: the vendor's answer does not reconcile with what was sent in partition(s) "
+                        f"{bad['partition'].to_list()}: {outcome} (see job.status(): vendor_imported, vendor_rejected, "
+                        "in_doubt_rows, unmatched_faults). Check the target's ids (address book, mailing list, "
+                        "collection)."
+                    ),
+                    stacklevel=3,
+                )
         return self
 
     def cancel(self) -> Job:
@@ -328,8 +407,16 @@ class Job:
         if not self.running:
             for p in list(self.state.partitions.values()):
                 if p.state == PLANNED:
-                    self.emit(Settled(self.id, time.time(), p.partition, NOT_SENT, message="cancelled before sending",
-                                      reason="cancelled"))
+                    self.emit(
+                        Settled(
+                            self.id,
+                            time.time(),
+                            p.partition,
+                            NOT_SENT,
+                            message="cancelled before sending",
+                            reason="cancelled",
+                        )
+                    )
             if all(p.state in SETTLED for p in self.state.partitions.values()):
                 self.emit(Stopped(self.id, time.time(), "done"))
         return self
@@ -355,21 +442,37 @@ class Job:
         retry (nothing is journalled)."""
         rep = self.report()
         with self.state.lock:
-            failed = [p.partition for p in self.state.partitions.values() if p.state == FAILED
-                      and str(p.vendor_state or "").casefold() in self.target.retry_words]
-        transient = (pl.col("outcome").is_in(["not_sent", "queued"])
-                     | ((pl.col("outcome") == "rejected") & pl.col("partition").is_in(failed)))
+            failed = [
+                p.partition
+                for p in self.state.partitions.values()
+                if p.state == FAILED and str(p.vendor_state or "").casefold() in self.target.retry_words
+            ]
+        transient = pl.col("outcome").is_in(["not_sent", "queued"]) | (
+            (pl.col("outcome") == "rejected") & pl.col("partition").is_in(failed)
+        )
         if self.target.resend_safe:
             transient |= pl.col("outcome") == "in_doubt"
         rows = rep.filter(transient).get_column("row")
         if rows.is_empty():
-            warnings.warn(CrmWarning(f"job {self.id}: no row failed in a way a repeat may fix (see job.failed_rows()); "
-                                     "nothing was retried"), stacklevel=2)
+            warnings.warn(
+                CrmWarning(
+                    f"job {self.id}: no row failed in a way a repeat may fix (see job.failed_rows()); "
+                    "nothing was retried"
+                ),
+                stacklevel=2,
+            )
             return None
         picked = self._pick(rows).drop("__row")
         parent_rows = rows if self.parent_rows is None else self.parent_rows.gather(rows)
-        return submit(picked, self.target, wait=wait, retry=self.retry, max_reject_rate=self.max_reject_rate,
-                      progress=self.progress, parent=(self.parent or self.id, parent_rows))
+        return submit(
+            picked,
+            self.target,
+            wait=wait,
+            retry=self.retry,
+            max_reject_rate=self.max_reject_rate,
+            progress=self.progress,
+            parent=(self.parent or self.id, parent_rows),
+        )
 
     def _pick(self, rows: pl.Series) -> pl.DataFrame:
         """The input rows numbered ``rows``, re-read from the job's frame (``__row`` first), after
@@ -378,12 +481,17 @@ class Job:
         if self.frame is None:
             raise FrameError(f"this resumed job has no frame: cf.resume({self.id!r}, frame) to read its input rows")
         lf = self.frame.lazy() if isinstance(self.frame, pl.DataFrame) else self.frame
-        picked = (lf.with_row_index("__row").with_columns(pl.col("__row").cast(pl.Int64))
-                  .join(pl.LazyFrame({"__row": rows.cast(pl.Int64)}), on="__row", how="semi", maintain_order="left")
-                  .collect())
+        picked = (
+            lf.with_row_index("__row")
+            .with_columns(pl.col("__row").cast(pl.Int64))
+            .join(pl.LazyFrame({"__row": rows.cast(pl.Int64)}), on="__row", how="semi", maintain_order="left")
+            .collect()
+        )
         if picked.height != rows.n_unique():
-            raise FrameError(f"the frame of job {self.id} changed: it no longer has all of rows {rows.head(5).to_list()}"
-                             "…; pass the frame the job was submitted with.")
+            raise FrameError(
+                f"the frame of job {self.id} changed: it no longer has all of rows {rows.head(5).to_list()}"
+                "…; pass the frame the job was submitted with."
+            )
         key = self.target.bind(picked.drop("__row").schema).report_key
         if key is not None and self._keys.get_column("key").null_count() < self._keys.height:
             now = picked.select(pl.col("__row").alias("row"), key.cast(pl.String).alias("now"))
@@ -395,7 +503,8 @@ class Job:
                     f"the frame changed since job {self.id} was submitted: input row {row} now holds {got!r} where "
                     f"the journal has {was!r} ({changed.height:,} of {rows.len():,} rows differ). Rows are picked by "
                     "number, so a re-read source must be the same file in the same order; pass the frame the job "
-                    "was submitted with.")
+                    "was submitted with."
+                )
         return picked
 
     # --- results ---
@@ -407,8 +516,13 @@ class Job:
     def report(self) -> pl.DataFrame:
         """Exactly one row per input row: ``row, partition, import_id, outcome, reason, detail``
         (a ``retry_failed()`` job adds ``parent_row``, the row's number in the first job)."""
-        rep = _report.report(self.state, self.plan.partitions, self.plan.problems, running=self.state.stopped is None,
-                             unchanged=self.plan.unchanged)
+        rep = _report.report(
+            self.state,
+            self.plan.partitions,
+            self.plan.problems,
+            running=self.state.stopped is None,
+            unchanged=self.plan.unchanged,
+        )
         if self.parent_rows is not None:
             rep = rep.with_columns(parent_row=self.parent_rows.cast(pl.Int64))
         return rep
@@ -427,8 +541,11 @@ class Job:
         submit, and refused when it changed."""
         rep = self.report().filter(pl.col("outcome").is_in(FAILED_OUTCOMES))
         picked = self._pick(rep.get_column("row")).join(
-            rep.select(pl.col("row").alias("__row"), "outcome", "reason", "detail"), on="__row", how="inner",
-            maintain_order="left")
+            rep.select(pl.col("row").alias("__row"), "outcome", "reason", "detail"),
+            on="__row",
+            how="inner",
+            maintain_order="left",
+        )
         if not with_reason:
             return picked.drop("__row", "outcome", "reason", "detail")
         cols = [c for c in picked.columns if c not in ("__row", "outcome", "reason", "detail")]
@@ -444,10 +561,20 @@ class Job:
         return render.panel(self.state.snapshot(time.time()), self.counts())
 
 
-def submit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | None = None,
-           retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (), max_reject_rate: float | None = None,
-           progress: bool | str | None = None, parent: tuple[str, pl.Series] | None = None,
-           check_account: bool = True, skip_unchanged: bool = False) -> Job:
+def submit(
+    frame: Frame,
+    target: Target,
+    *,
+    wait: bool = True,
+    timeout: float | None = None,
+    retry: RetryPolicy | None = None,
+    sinks: Iterable[Sink] = (),
+    max_reject_rate: float | None = None,
+    progress: bool | str | None = None,
+    parent: tuple[str, pl.Series] | None = None,
+    check_account: bool = True,
+    skip_unchanged: bool = False,
+) -> Job:
     """Plan, then send every partition under the vendor's limits; ``wait=False`` returns at once.
 
     ``progress``: None picks the notebook panel or terminal bars; False shows nothing.
@@ -455,22 +582,49 @@ def submit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | 
     ``skip_unchanged``: send only rows new or changed since the vendor last accepted them for
     this destination (DESIGN §10); the others read ``unchanged``."""
     check_options(wait=wait, timeout=timeout, check_account=check_account)
-    job = Job(frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate, progress=progress,
-              parent=parent, check_account=check_account, skip_unchanged=skip_unchanged)
+    job = Job(
+        frame,
+        target,
+        retry=retry,
+        sinks=sinks,
+        max_reject_rate=max_reject_rate,
+        progress=progress,
+        parent=parent,
+        check_account=check_account,
+        skip_unchanged=skip_unchanged,
+    )
     if wait:
         return job.wait(timeout)
     job._start()
     return job
 
 
-async def asubmit(frame: Frame, target: Target, *, wait: bool = True, timeout: float | None = None,
-                  retry: RetryPolicy | None = None, sinks: Iterable[Sink] = (),
-                  max_reject_rate: float | None = None, progress: bool | str | None = None,
-                  check_account: bool = True, skip_unchanged: bool = False) -> Job:
+async def asubmit(
+    frame: Frame,
+    target: Target,
+    *,
+    wait: bool = True,
+    timeout: float | None = None,
+    retry: RetryPolicy | None = None,
+    sinks: Iterable[Sink] = (),
+    max_reject_rate: float | None = None,
+    progress: bool | str | None = None,
+    check_account: bool = True,
+    skip_unchanged: bool = False,
+) -> Job:
     """The async twin of ``submit`` (planning and the account check run in a worker thread)."""
     check_options(wait=wait, timeout=timeout, check_account=check_account)
-    job = await asyncio.to_thread(Job, frame, target, retry=retry, sinks=sinks, max_reject_rate=max_reject_rate,
-                                  progress=progress, check_account=check_account, skip_unchanged=skip_unchanged)
+    job = await asyncio.to_thread(
+        Job,
+        frame,
+        target,
+        retry=retry,
+        sinks=sinks,
+        max_reject_rate=max_reject_rate,
+        progress=progress,
+        check_account=check_account,
+        skip_unchanged=skip_unchanged,
+    )
     if wait:
         return await job.await_(timeout)
     job._start()
@@ -516,13 +670,23 @@ def cutoff(value: str | float | dt.datetime | dt.date) -> float:
         return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC).timestamp()
-    raise ConfigError(f"prune_older_than must be an age such as '30d', '12h' or '90m', seconds, or a date; "
-                      f"got {value!r}")
+    raise ConfigError(
+        f"prune_older_than must be an age such as '30d', '12h' or '90m', seconds, or a date; got {value!r}"
+    )
 
 
-def resume(job_id: str, frame: Frame | None = None, *, connection: Any = None, wait: bool = True,
-           timeout: float | None = None, resend_in_doubt: bool = False, retry: RetryPolicy | None = None,
-           sinks: Iterable[Sink] = (), progress: bool | str | None = None) -> Job:
+def resume(
+    job_id: str,
+    frame: Frame | None = None,
+    *,
+    connection: Any = None,
+    wait: bool = True,
+    timeout: float | None = None,
+    resend_in_doubt: bool = False,
+    retry: RetryPolicy | None = None,
+    sinks: Iterable[Sink] = (),
+    progress: bool | str | None = None,
+) -> Job:
     """Finish a journalled job after a crash or a kernel restart.
 
     Imports the vendor already has are polled, never sent again; the frame is needed only
@@ -548,8 +712,9 @@ def _rebuild_target(row: dict[str, Any], connection: Any) -> Target:
     if connection is None:
         import crmframes.vendors as vendors
 
-        conn_cls = {c.__name__: c for c in (vendors.dotdigital.Dotdigital, vendors.qualtrics.Qualtrics,
-                                            vendors.dengage.Dengage)}[saved["class"]]
+        conn_cls = {
+            c.__name__: c for c in (vendors.dotdigital.Dotdigital, vendors.qualtrics.Qualtrics, vendors.dengage.Dengage)
+        }[saved["class"]]
         connection = conn_cls(base_url=saved["base_url"])  # credentials from the environment
     elif type(connection).__name__ != saved["class"]:
         raise ConfigError(f"job is for {saved['class']}; got a {type(connection).__name__} connection")
@@ -576,10 +741,14 @@ def _number(value: Any) -> bool:
 _OPTION_RULES: dict[str, Callable[[Any], tuple[bool, str]]] = {
     "max_reject_rate": lambda v: (v is None or (_number(v) and 0 <= v <= 1), "None or a share of rows from 0 to 1"),
     "retry": lambda v: (v is None or isinstance(v, RetryPolicy), "None or a cf.RetryPolicy(...)"),
-    "progress": lambda v: (v is None or isinstance(v, bool) or v in ("widget", "tqdm"),
-                           "True, False, None, 'widget' or 'tqdm'"),
-    "sinks": lambda v: (not isinstance(v, (str, bytes)) and isinstance(v, Iterable)
-                        and all(callable(x) for x in v), "a list of callables that take an event"),
+    "progress": lambda v: (
+        v is None or isinstance(v, bool) or v in ("widget", "tqdm"),
+        "True, False, None, 'widget' or 'tqdm'",
+    ),
+    "sinks": lambda v: (
+        not isinstance(v, (str, bytes)) and isinstance(v, Iterable) and all(callable(x) for x in v),
+        "a list of callables that take an event",
+    ),
     "wait": lambda v: (isinstance(v, bool), "True or False"),
     "check_account": lambda v: (isinstance(v, bool), "True or False"),
     "skip_unchanged": lambda v: (isinstance(v, bool), "True or False"),

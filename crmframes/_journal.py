@@ -81,8 +81,7 @@ class Journal:
         self.root = root
         private_dir(root)
         self.lock = threading.Lock()
-        self.db = sqlite3.connect(root / "journal.sqlite3", check_same_thread=False, isolation_level=None,
-                                  timeout=30)
+        self.db = sqlite3.connect(root / "journal.sqlite3", check_same_thread=False, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
@@ -98,8 +97,18 @@ class Journal:
 
     # --- writing ---
 
-    def create(self, job_id: str, target: Target, survey_plan: Any, hashes: list[str], lineage: pl.DataFrame,
-               policy: dict[str, Any], *, parent: str | None = None, parent_rows: pl.Series | None = None) -> None:
+    def create(
+        self,
+        job_id: str,
+        target: Target,
+        survey_plan: Any,
+        hashes: list[str],
+        lineage: pl.DataFrame,
+        policy: dict[str, Any],
+        *,
+        parent: str | None = None,
+        parent_rows: pl.Series | None = None,
+    ) -> None:
         d = self.dir(job_id)
         for folder in (d.parent, d, d / "faults"):
             private_dir(folder)
@@ -117,13 +126,31 @@ class Journal:
             self.db.execute(
                 "INSERT INTO jobs (job_id, created_at, updated_at, target, options, connection, input_rows, "
                 "invalid_rows, state, message, context, policy, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (job_id, now, now, target.name, json.dumps(target_fields(target)),
-                 json.dumps({"class": type(conn).__name__, "base_url": conn.base_url}),
-                 survey_plan.input_rows, survey_plan.invalid_rows, "planned", None, None, json.dumps(policy), parent))
+                (
+                    job_id,
+                    now,
+                    now,
+                    target.name,
+                    json.dumps(target_fields(target)),
+                    json.dumps({"class": type(conn).__name__, "base_url": conn.base_url}),
+                    survey_plan.input_rows,
+                    survey_plan.invalid_rows,
+                    "planned",
+                    None,
+                    None,
+                    json.dumps(policy),
+                    parent,
+                ),
+            )
             self.db.executemany(
                 "INSERT INTO partitions (job_id, partition, rows, bytes, hash, state) VALUES (?,?,?,?,?,?)",
-                [(job_id, int(i), int(r), int(b), h, ev.PLANNED) for (i, r, b), h in
-                 zip(survey_plan.partitions.select("partition", "rows", "bytes").iter_rows(), hashes, strict=True)])
+                [
+                    (job_id, int(i), int(r), int(b), h, ev.PLANNED)
+                    for (i, r, b), h in zip(
+                        survey_plan.partitions.select("partition", "rows", "bytes").iter_rows(), hashes, strict=True
+                    )
+                ],
+            )
             self.db.execute("COMMIT")
 
     def set_context(self, job_id: str, context: Any) -> None:
@@ -132,14 +159,16 @@ class Journal:
     def _job(self, job_id: str, **cols: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in cols)
         with self.lock:
-            self.db.execute(f"UPDATE jobs SET {sets}, updated_at = ? WHERE job_id = ?",
-                            (*cols.values(), time.time(), job_id))
+            self.db.execute(
+                f"UPDATE jobs SET {sets}, updated_at = ? WHERE job_id = ?", (*cols.values(), time.time(), job_id)
+            )
 
     def _part(self, job_id: str, partition: int, **cols: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in cols)
         with self.lock:
-            self.db.execute(f"UPDATE partitions SET {sets} WHERE job_id = ? AND partition = ?",
-                            (*cols.values(), job_id, partition))
+            self.db.execute(
+                f"UPDATE partitions SET {sets} WHERE job_id = ? AND partition = ?", (*cols.values(), job_id, partition)
+            )
 
     def record(self, e: ev.Event) -> None:
         """The sink: one write per event, committed before the engine goes on."""
@@ -149,8 +178,15 @@ class Journal:
             self._job(j, state="running")
         elif isinstance(e, ev.Submitted):
             early = json.dumps([dataclasses.asdict(f) for f in e.early])
-            self._part(j, e.partition, state=ev.SUBMITTED, import_id=e.import_id, vendor_state=e.vendor_state,
-                       submitted_at=e.at, early=early)
+            self._part(
+                j,
+                e.partition,
+                state=ev.SUBMITTED,
+                import_id=e.import_id,
+                vendor_state=e.vendor_state,
+                submitted_at=e.at,
+                early=early,
+            )
         elif isinstance(e, ev.Polled):
             self._part(j, e.partition, vendor_state=e.vendor_state)
         elif isinstance(e, ev.Unsettled):
@@ -159,18 +195,32 @@ class Journal:
             self._part(j, e.partition, state=ev.PLANNED, import_id=None, early=None, message=e.why)
         elif isinstance(e, ev.RetryScheduled) and e.partition is not None:
             with self.lock:
-                self.db.execute("UPDATE partitions SET retries = retries + 1 WHERE job_id = ? AND partition = ?",
-                                (j, e.partition))
+                self.db.execute(
+                    "UPDATE partitions SET retries = retries + 1 WHERE job_id = ? AND partition = ?", (j, e.partition)
+                )
         elif isinstance(e, ev.Settled):
             if e.faults is not None and e.faults.height:
                 self._write(e.faults, self.dir(j) / "faults" / f"{e.partition}.parquet")
-            self._part(j, e.partition, state=e.state, vendor_state=e.vendor_state, message=e.message,
-                       reason=e.reason, finished_at=e.at, imported=e.imported, rejected=e.rejected,
-                       unmatched=e.unmatched, reconciled=e.reconciled)
+            self._part(
+                j,
+                e.partition,
+                state=e.state,
+                vendor_state=e.vendor_state,
+                message=e.message,
+                reason=e.reason,
+                finished_at=e.at,
+                imported=e.imported,
+                rejected=e.rejected,
+                unmatched=e.unmatched,
+                reconciled=e.reconciled,
+            )
             if e.state in (ev.FINISHED, ev.FAILED):  # a synchronous import has no Submitted event
                 with self.lock:
-                    self.db.execute("UPDATE partitions SET submitted_at = COALESCE(submitted_at, ?) "
-                                    "WHERE job_id = ? AND partition = ?", (e.at, j, e.partition))
+                    self.db.execute(
+                        "UPDATE partitions SET submitted_at = COALESCE(submitted_at, ?) "
+                        "WHERE job_id = ? AND partition = ?",
+                        (e.at, j, e.partition),
+                    )
         elif isinstance(e, ev.Stopped):
             self._job(j, state=e.how, message=e.message)
         elif isinstance(e, ev.Resumed):
@@ -190,17 +240,37 @@ class Journal:
                 "COUNT(p.partition), SUM(p.state = 'finished'), SUM(p.state = 'failed'), SUM(p.state = 'refused'), "
                 "SUM(p.state = 'in_doubt'), SUM(p.state = 'not_sent'), SUM(p.state IN ('submitted', 'sending')), "
                 "SUM(p.state = 'planned'), j.parent, j.message "
-                "FROM jobs j LEFT JOIN partitions p USING (job_id) GROUP BY j.job_id ORDER BY j.created_at")
+                "FROM jobs j LEFT JOIN partitions p USING (job_id) GROUP BY j.job_id ORDER BY j.created_at"
+            )
             rows = cur.fetchall()
-        schema = {"job_id": pl.String, "created_at": pl.Float64, "updated_at": pl.Float64, "target": pl.String,
-                  "state": pl.String, "input_rows": pl.Int64, "invalid_rows": pl.Int64, "partitions": pl.Int64,
-                  "finished": pl.Int64, "failed": pl.Int64, "refused": pl.Int64, "in_doubt": pl.Int64,
-                  "not_sent": pl.Int64, "in_flight": pl.Int64, "queued": pl.Int64, "parent": pl.String,
-                  "message": pl.String}
+        schema = {
+            "job_id": pl.String,
+            "created_at": pl.Float64,
+            "updated_at": pl.Float64,
+            "target": pl.String,
+            "state": pl.String,
+            "input_rows": pl.Int64,
+            "invalid_rows": pl.Int64,
+            "partitions": pl.Int64,
+            "finished": pl.Int64,
+            "failed": pl.Int64,
+            "refused": pl.Int64,
+            "in_doubt": pl.Int64,
+            "not_sent": pl.Int64,
+            "in_flight": pl.Int64,
+            "queued": pl.Int64,
+            "parent": pl.String,
+            "message": pl.String,
+        }
         out = pl.DataFrame(rows, schema=schema, orient="row")
         counts = ["finished", "failed", "refused", "in_doubt", "not_sent", "in_flight", "queued"]
-        return out.with_columns(*(pl.from_epoch(pl.col(c), time_unit="s").dt.replace_time_zone("UTC")
-                                  for c in ("created_at", "updated_at")), pl.col(counts).fill_null(0))
+        return out.with_columns(
+            *(
+                pl.from_epoch(pl.col(c), time_unit="s").dt.replace_time_zone("UTC")
+                for c in ("created_at", "updated_at")
+            ),
+            pl.col(counts).fill_null(0),
+        )
 
     def prune(self, before: float) -> list[str]:
         """Remove every job last updated before ``before`` (epoch seconds), with its lineage,
@@ -224,8 +294,9 @@ class Journal:
             self.db.row_factory = sqlite3.Row
             try:
                 job = self.db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-                parts = self.db.execute("SELECT * FROM partitions WHERE job_id = ? ORDER BY partition",
-                                        (job_id,)).fetchall()
+                parts = self.db.execute(
+                    "SELECT * FROM partitions WHERE job_id = ? ORDER BY partition", (job_id,)
+                ).fetchall()
             finally:
                 self.db.row_factory = None
         if job is None:
@@ -254,8 +325,11 @@ def target_fields(target: Target) -> dict[str, Any]:
     assert dataclasses.is_dataclass(target)
     fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target) if f.name != "connection"}
     vendor = type(target).limits
-    tightened = {k: getattr(target.limits, k) for k in ("max_bytes", "max_records", "max_concurrent", "min_interval")
-                 if getattr(target.limits, k) != getattr(vendor, k)}
+    tightened = {
+        k: getattr(target.limits, k)
+        for k in ("max_bytes", "max_records", "max_concurrent", "min_interval")
+        if getattr(target.limits, k) != getattr(vendor, k)
+    }
     return {**fields, "__limits__": tightened}
 
 

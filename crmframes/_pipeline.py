@@ -43,8 +43,12 @@ ASSUMED_UPLOAD_BYTES_PER_S = 5_000_000  # [I] for estimates only
 UNCHANGED_SCHEMA = {"row": pl.Int64, "job_id": pl.String}
 PROBLEM_SCHEMA = {"row": pl.Int64, "column": pl.String, "code": pl.String, "problem": pl.String}
 PARTITION_SCHEMA = {
-    "partition": pl.Int64, "rows": pl.Int64, "bytes": pl.Int64,
-    "first_row": pl.Int64, "last_row": pl.Int64, "closed_by": pl.String,
+    "partition": pl.Int64,
+    "rows": pl.Int64,
+    "bytes": pl.Int64,
+    "first_row": pl.Int64,
+    "last_row": pl.Int64,
+    "closed_by": pl.String,
 }
 
 
@@ -59,8 +63,10 @@ class Payload:
     keys: pl.Series | None = None  # per row, the value the vendor echoes in faults (e.g. email)
 
     def __repr__(self) -> str:
-        return (f"Payload(partition={self.partition}, rows={len(self.rows)}, "
-                f"bytes={len(self.body)}, content_type={self.content_type!r})")
+        return (
+            f"Payload(partition={self.partition}, rows={len(self.rows)}, "
+            f"bytes={len(self.body)}, content_type={self.content_type!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -111,19 +117,33 @@ class Plan:
 
     def _summary(self) -> list[tuple[str, str]]:
         lim = self.target.limits
-        limits = ", ".join(
-            s for s in (
-                f"{lim.max_bytes:,} bytes" if lim.max_bytes else "",
-                f"{lim.max_records:,} records" if lim.max_records else "",
-            ) if s
-        ) or "none"
+        limits = (
+            ", ".join(
+                s
+                for s in (
+                    f"{lim.max_bytes:,} bytes" if lim.max_bytes else "",
+                    f"{lim.max_records:,} records" if lim.max_records else "",
+                )
+                if s
+            )
+            or "none"
+        )
         return [
             ("target", repr(self.target)),
             ("input rows", f"{self.input_rows:,}"),
             ("valid rows", f"{self.valid_rows:,}"),
             ("invalid rows", f"{self.invalid_rows:,} (see .problems)"),
-            *((("unchanged rows", f"{self.unchanged_rows:,} (identical to what the vendor last accepted: not sent)"),
-               ("rows to send", f"{self.rows_to_send:,}")) if self.unchanged_rows else ()),
+            *(
+                (
+                    (
+                        "unchanged rows",
+                        f"{self.unchanged_rows:,} (identical to what the vendor last accepted: not sent)",
+                    ),
+                    ("rows to send", f"{self.rows_to_send:,}"),
+                )
+                if self.unchanged_rows
+                else ()
+            ),
             ("requests", f"{self.requests:,} (limit per request: {limits})"),
             ("bytes", f"{self.bytes:,}"),
             ("estimated time", f"~{self.estimated_seconds:,.0f} s"),
@@ -195,8 +215,13 @@ def _sliceable(lf: pl.LazyFrame, chunk_rows: int) -> bool:
     """
     plan = lf.slice(0, chunk_rows).explain()
     scans = plan.count(" SCAN ")
-    return (scans == 1 and ("Parquet SCAN" in plan or "Ipc SCAN" in plan) and "SLICE: Positive" in plan
-            and "SELECTION" not in plan and not any(w in plan for w in _NOT_ROW_WISE))
+    return (
+        scans == 1
+        and ("Parquet SCAN" in plan or "Ipc SCAN" in plan)
+        and "SLICE: Positive" in plan
+        and "SELECTION" not in plan
+        and not any(w in plan for w in _NOT_ROW_WISE)
+    )
 
 
 DUP_BUCKET_KEYS = 1_000_000  # keys hashed per duplicate-check pass: bounds its memory (see _duplicates)
@@ -221,17 +246,21 @@ def _duplicates(frame: Frame, binding: Binding) -> pl.DataFrame | None:
     seen_twice = []
     for bucket in range(buckets):
         seen_twice.append(
-            lf.select(hashed).filter(pl.col("_h").is_not_null() & (pl.col("_h") % buckets == bucket))
-            .group_by("_h").agg(pl.len().alias("_n")).filter(pl.col("_n") > 1)
-            .select("_h").collect(engine="streaming").get_column("_h")
+            lf.select(hashed)
+            .filter(pl.col("_h").is_not_null() & (pl.col("_h") % buckets == bucket))
+            .group_by("_h")
+            .agg(pl.len().alias("_n"))
+            .filter(pl.col("_n") > 1)
+            .select("_h")
+            .collect(engine="streaming")
+            .get_column("_h")
         )
     twice = pl.concat(seen_twice)
     if twice.is_empty():
         return None
     # the row sent for a repeated key is its first VALID occurrence: a first row that fails a
     # check is never sent, so it must not push the valid repeat out too (null: none is valid)
-    valid = ~pl.any_horizontal([c.invalid.fill_null(False) for c in binding.checks]) if binding.checks \
-        else pl.lit(True)
+    valid = ~pl.any_horizontal([c.invalid.fill_null(False) for c in binding.checks]) if binding.checks else pl.lit(True)
     return (
         lf.select(u.key.alias("_key"), hashed, valid.alias("_valid"))
         .with_row_index("_i")
@@ -298,8 +327,13 @@ def _check_exprs(binding: Binding) -> list[pl.Expr]:
     return [c.invalid.fill_null(False).alias(f"_c{i}") for i, c in enumerate(binding.checks)]
 
 
-def _row_problems(batch: pl.DataFrame, binding: Binding, rows: np.ndarray,
-                  dups: pl.DataFrame | None, masks: pl.DataFrame | None = None) -> tuple[pl.DataFrame, np.ndarray]:
+def _row_problems(
+    batch: pl.DataFrame,
+    binding: Binding,
+    rows: np.ndarray,
+    dups: pl.DataFrame | None,
+    masks: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, np.ndarray]:
     """Row problems of a batch and the mask of rows that passed every check.
 
     ``masks``: the checks' columns when the caller computed them in its own select.
@@ -317,10 +351,17 @@ def _row_problems(batch: pl.DataFrame, binding: Binding, rows: np.ndarray,
             if m.any():
                 bad |= m
                 hit = rows[m]
-                frames.append(pl.DataFrame({
-                    "row": hit, "column": [check.column] * len(hit),
-                    "code": [check.code] * len(hit), "problem": [check.problem] * len(hit),
-                }, schema=PROBLEM_SCHEMA))
+                frames.append(
+                    pl.DataFrame(
+                        {
+                            "row": hit,
+                            "column": [check.column] * len(hit),
+                            "code": [check.code] * len(hit),
+                            "problem": [check.problem] * len(hit),
+                        },
+                        schema=PROBLEM_SCHEMA,
+                    )
+                )
     if dups is not None and dups.height:
         u = binding.unique
         assert u is not None
@@ -331,12 +372,22 @@ def _row_problems(batch: pl.DataFrame, binding: Binding, rows: np.ndarray,
         if m.any():
             bad |= m
             hit = rows[m]
-            frames.append(pl.DataFrame({
-                "row": hit, "column": [u.column] * len(hit), "code": ["duplicate_key"] * len(hit),
-                "problem": [f"duplicate {u.what}: the vendor rejects repeats within an import; "
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "row": hit,
+                        "column": [u.column] * len(hit),
+                        "code": ["duplicate_key"] * len(hit),
+                        "problem": [
+                            f"duplicate {u.what}: the vendor rejects repeats within an import; "
                             f"row {int(f)}, the first valid row with the same value, is sent instead. "
-                            "Drop or merge the duplicates." for f in first[m]],
-            }, schema=PROBLEM_SCHEMA))
+                            "Drop or merge the duplicates."
+                            for f in first[m]
+                        ],
+                    },
+                    schema=PROBLEM_SCHEMA,
+                )
+            )
     return (pl.concat(frames) if frames else pl.DataFrame(schema=PROBLEM_SCHEMA)), ~bad
 
 
@@ -368,7 +419,7 @@ class _Encoded:
         while lo < hi:
             start, seg = int(self.starts[i]), self.segments[i]
             stop = min(hi, start + len(seg))
-            out.append(seg[lo - start: stop - start])
+            out.append(seg[lo - start : stop - start])
             lo, i = stop, i + 1
         return out
 
@@ -398,7 +449,7 @@ def _segments(encoded: pl.Series, ok: np.ndarray, total: int) -> tuple[np.ndarra
         arr = arr.combine_chunks()
     if pa.types.is_string_view(arr.type) and arr.null_count == 0:
         bufs = arr.buffers()
-        views = np.frombuffer(bufs[1], dtype=np.dtype(VIEW))[arr.offset: arr.offset + len(arr)]  # type: ignore[arg-type]
+        views = np.frombuffer(bufs[1], dtype=np.dtype(VIEW))[arr.offset : arr.offset + len(arr)]  # type: ignore[arg-type]
         at = np.flatnonzero(ok)
         v = views[at]
         n = v["len"].astype(np.int64)
@@ -409,31 +460,50 @@ def _segments(encoded: pl.Series, ok: np.ndarray, total: int) -> tuple[np.ndarra
         heads = np.concatenate([[0], np.flatnonzero(~cont) + 1])
         if len(heads) <= max(SHARE_MAX_RUNS, len(n) // SHARE_MIN_RUN) and int(n.sum()) == total:
             sizes = np.add.reduceat(n, heads)
-            segs = [memoryview(bufs[2 + b] if b >= 0 else bufs[1])[a: a + z]  # type: ignore[arg-type]
-                    for b, a, z in zip(src[heads].tolist(), start[heads].tolist(), sizes.tolist(), strict=True)]
+            segs = [
+                memoryview(bufs[2 + b] if b >= 0 else bufs[1])[a : a + z]  # type: ignore[arg-type]
+                for b, a, z in zip(src[heads].tolist(), start[heads].tolist(), sizes.tolist(), strict=True)
+            ]
             starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
             return starts, segs
     kept = encoded.filter(pl.Series(ok)).to_arrow(compat_level=pl.CompatLevel.oldest())
     if isinstance(kept, pa.ChunkedArray):
         kept = kept.combine_chunks()
     _, offs_buf, data_buf = kept.buffers()
-    offs = np.frombuffer(offs_buf, dtype=np.int64)[kept.offset: kept.offset + len(kept) + 1]  # type: ignore[arg-type]
-    return np.zeros(1, np.int64), [memoryview(data_buf)[int(offs[0]): int(offs[-1])]]  # type: ignore[arg-type]
+    offs = np.frombuffer(offs_buf, dtype=np.int64)[kept.offset : kept.offset + len(kept) + 1]  # type: ignore[arg-type]
+    return np.zeros(1, np.int64), [memoryview(data_buf)[int(offs[0]) : int(offs[-1])]]  # type: ignore[arg-type]
 
 
 def _too_large(rows: np.ndarray, lengths: np.ndarray, binding: Binding) -> pl.DataFrame:
     framing, limit = binding.framing, binding.target.limits.max_bytes
-    return pl.DataFrame({
-        "row": rows, "column": [None] * len(rows), "code": ["row_too_large"] * len(rows),
-        "problem": [f"this row alone encodes to {framing.body_size(int(n)):,} bytes with "
-                    f"the request envelope; the limit is {limit:,} bytes per request. "
-                    "Shorten or split its values." for n in lengths],
-    }, schema=PROBLEM_SCHEMA)
+    return pl.DataFrame(
+        {
+            "row": rows,
+            "column": [None] * len(rows),
+            "code": ["row_too_large"] * len(rows),
+            "problem": [
+                f"this row alone encodes to {framing.body_size(int(n)):,} bytes with "
+                f"the request envelope; the limit is {limit:,} bytes per request. "
+                "Shorten or split its values."
+                for n in lengths
+            ],
+        },
+        schema=PROBLEM_SCHEMA,
+    )
 
 
-def _encode_batch(batch: pl.DataFrame, first_row: int, exprs: list[pl.Expr], binding: Binding,
-                  dups: Future[pl.DataFrame | None], fits_alone: Callable[[np.ndarray], np.ndarray],
-                  with_keys: bool, bodies: bool, hashed: Hashing | None = None, diff: Diff | None = None) -> _Encoded:
+def _encode_batch(
+    batch: pl.DataFrame,
+    first_row: int,
+    exprs: list[pl.Expr],
+    binding: Binding,
+    dups: Future[pl.DataFrame | None],
+    fits_alone: Callable[[np.ndarray], np.ndarray],
+    with_keys: bool,
+    bodies: bool,
+    hashed: Hashing | None = None,
+    diff: Diff | None = None,
+) -> _Encoded:
     """Everything a batch needs before it is cut into requests; runs on an encode thread.
 
     One select computes the checks, every row's encoding and its echoed key together;
@@ -454,8 +524,10 @@ def _encode_batch(batch: pl.DataFrame, first_row: int, exprs: list[pl.Expr], bin
     if hashed is not None:
         from crmframes._baseline import KEY_SEED
 
-        h = out.select(pl.col("_r").hash(seed=hashed.row_seed).alias("r"),
-                       *([] if hashed.by_record else [pl.col("_k").cast(pl.String).hash(seed=KEY_SEED).alias("k")]))
+        h = out.select(
+            pl.col("_r").hash(seed=hashed.row_seed).alias("r"),
+            *([] if hashed.by_record else [pl.col("_k").cast(pl.String).hash(seed=KEY_SEED).alias("k")]),
+        )
         row_hash = h.get_column("r").to_numpy()
         key_hash = row_hash if hashed.by_record else h.get_column("k").to_numpy()
     at = None
@@ -472,22 +544,37 @@ def _encode_batch(batch: pl.DataFrame, first_row: int, exprs: list[pl.Expr], bin
     done = _Encoded(batch.height, rows[ok], problems, keys, lengths[ok])
     if same is not None and same.any():
         known = diff.known if diff is not None else None
-        done.unchanged = pl.DataFrame({"row": rows[same], "job_id": known.written_by(at[same])
-                                       if known is not None and at is not None else [None] * int(same.sum())},
-                                      schema={"row": pl.Int64, "job_id": pl.String})
+        done.unchanged = pl.DataFrame(
+            {
+                "row": rows[same],
+                "job_id": known.written_by(at[same])
+                if known is not None and at is not None
+                else [None] * int(same.sum()),
+            },
+            schema={"row": pl.Int64, "job_id": pl.String},
+        )
     if key_hash is not None and row_hash is not None:
         done.key_hash, done.row_hash = key_hash[ok], row_hash[ok]
     gone = ~ok if same is None else ~ok & ~same  # unchanged rows are no problem: not in the lineage's unsent
     if with_keys and bodies and gone.any():
-        done.unsent = pl.DataFrame({"row": rows[gone], "key": out.get_column("_k").filter(pl.Series(gone)).cast(pl.String)})
+        done.unsent = pl.DataFrame(
+            {"row": rows[gone], "key": out.get_column("_k").filter(pl.Series(gone)).cast(pl.String)}
+        )
     if bodies and ok.any():
         done.starts, done.segments = _segments(out.get_column("_r"), ok, int(done.lengths.sum()))
     return done
 
 
-def _encoded(frame: Frame, binding: Binding, chunk_rows: int,
-             fits_alone: Callable[[np.ndarray], np.ndarray], with_keys: bool, bodies: bool,
-             hashed: Hashing | None = None, diff: Diff | None = None) -> Iterator[_Encoded]:
+def _encoded(
+    frame: Frame,
+    binding: Binding,
+    chunk_rows: int,
+    fits_alone: Callable[[np.ndarray], np.ndarray],
+    with_keys: bool,
+    bodies: bool,
+    hashed: Hashing | None = None,
+    diff: Diff | None = None,
+) -> Iterator[_Encoded]:
     """Every non-empty batch, checked and encoded, in input order.
 
     A single ``json_encode`` runs on one core, so batches are encoded on a small thread
@@ -512,10 +599,26 @@ def _encoded(frame: Frame, binding: Binding, chunk_rows: int,
                     continue
                 nulls = frozenset(c for c, k in zip(batch.columns, batch.null_count().row(0), strict=True) if k)
                 if nulls not in exprs:  # built here, on one thread
-                    exprs[nulls] = [*_check_exprs(binding), binding.encode(nulls).alias("_r"),
-                                    *([binding.report_key.alias("_k")] if with_keys else [])]  # type: ignore[union-attr]
-                pending.append(pool.submit(_encode_batch, batch, offset, exprs[nulls], binding, dups,
-                                           fits_alone, with_keys, bodies, hashed, diff))
+                    exprs[nulls] = [
+                        *_check_exprs(binding),
+                        binding.encode(nulls).alias("_r"),
+                        *([binding.report_key.alias("_k")] if with_keys else []),  # type: ignore[union-attr]
+                    ]
+                pending.append(
+                    pool.submit(
+                        _encode_batch,
+                        batch,
+                        offset,
+                        exprs[nulls],
+                        binding,
+                        dups,
+                        fits_alone,
+                        with_keys,
+                        bodies,
+                        hashed,
+                        diff,
+                    )
+                )
                 offset += batch.height
                 if len(pending) > workers + ENCODE_AHEAD:
                     yield pending.popleft().result()
@@ -526,9 +629,16 @@ def _encoded(frame: Frame, binding: Binding, chunk_rows: int,
                 f.cancel()
 
 
-def run(frame: Frame, binding: Binding, *, bodies: Literal["pieces", "bytes"] | None,
-        chunk_rows: int = CHUNK_ROWS, stats: _Pass | None = None, diff: Diff | None = None,
-        hashed: Hashing | None = None) -> Iterator[_Closed]:
+def run(
+    frame: Frame,
+    binding: Binding,
+    *,
+    bodies: Literal["pieces", "bytes"] | None,
+    chunk_rows: int = CHUNK_ROWS,
+    stats: _Pass | None = None,
+    diff: Diff | None = None,
+    hashed: Hashing | None = None,
+) -> Iterator[_Closed]:
     """Yield each closed partition in order; problems and counts go to ``stats``.
 
     ``bodies``: None sizes the requests only. "pieces" keeps each request's bytes as views
@@ -569,8 +679,8 @@ def run(frame: Frame, binding: Binding, *, bodies: Literal["pieces", "bytes"] | 
         offs = np.concatenate([[0], np.cumsum(lengths)]) if bodies is not None else None  # row i: offs[i]:offs[i + 1]
         for cut in part.feed(lengths):
             if cut.stop > cut.start:
-                open_rows.append(rows[cut.start:cut.stop])
-                open_bytes += int(lengths[cut.start:cut.stop].sum())
+                open_rows.append(rows[cut.start : cut.stop])
+                open_bytes += int(lengths[cut.start : cut.stop].sum())
                 if offs is not None:
                     views = b.span(int(offs[cut.start]), int(offs[cut.stop]))
                     if open_body is None:
@@ -581,21 +691,27 @@ def run(frame: Frame, binding: Binding, *, bodies: Literal["pieces", "bytes"] | 
                 if keys is not None:
                     open_keys.append(keys.slice(cut.start, cut.stop - cut.start))
                 if b.key_hash is not None and b.row_hash is not None:
-                    open_hashes.append((b.key_hash[cut.start:cut.stop], b.row_hash[cut.start:cut.stop]))
+                    open_hashes.append((b.key_hash[cut.start : cut.stop], b.row_hash[cut.start : cut.stop]))
             if cut.closes is not None:
-                yield _Closed(np.concatenate(open_rows), open_bytes, cut.closes, open_pieces, open_body, open_keys,
-                              open_hashes)
+                yield _Closed(
+                    np.concatenate(open_rows), open_bytes, cut.closes, open_pieces, open_body, open_keys, open_hashes
+                )
                 open_rows, open_pieces, open_keys, open_hashes, open_bytes = [], [], [], [], 0
                 open_body = framing.start() if bodies == "bytes" else None
     if part.finish():
-        yield _Closed(np.concatenate(open_rows), open_bytes, CLOSED_BY_END, open_pieces, open_body, open_keys,
-                      open_hashes)
+        yield _Closed(
+            np.concatenate(open_rows), open_bytes, CLOSED_BY_END, open_pieces, open_body, open_keys, open_hashes
+        )
 
 
 def collect_problems(stats: _Pass, binding: Binding) -> pl.DataFrame:
     frame_level = pl.DataFrame(
-        {"row": [p.row for p in binding.problems], "column": [p.column for p in binding.problems],
-         "code": [p.code for p in binding.problems], "problem": [p.problem for p in binding.problems]},
+        {
+            "row": [p.row for p in binding.problems],
+            "column": [p.column for p in binding.problems],
+            "code": [p.code for p in binding.problems],
+            "problem": [p.problem for p in binding.problems],
+        },
         schema=PROBLEM_SCHEMA,
     )
     frames = [frame_level, *stats.problems]
@@ -634,10 +750,19 @@ def plan(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS, skip_unc
     stats = _Pass()
     parts = []
     diff, hashed = _diff(binding, skip_unchanged)
-    for i, closed in enumerate(run(frame, binding, bodies=None, chunk_rows=chunk_rows, stats=stats, diff=diff,
-                                   hashed=hashed)):
-        parts.append((i, len(closed.rows), binding.framing.body_size(closed.rows_bytes),
-                      int(closed.rows[0]), int(closed.rows[-1]), closed.closed_by))
+    for i, closed in enumerate(
+        run(frame, binding, bodies=None, chunk_rows=chunk_rows, stats=stats, diff=diff, hashed=hashed)
+    ):
+        parts.append(
+            (
+                i,
+                len(closed.rows),
+                binding.framing.body_size(closed.rows_bytes),
+                int(closed.rows[0]),
+                int(closed.rows[-1]),
+                closed.closed_by,
+            )
+        )
     return _plan(target, binding, parts, stats)
 
 
@@ -649,8 +774,10 @@ def _diff(binding: Binding, skip_unchanged: bool) -> tuple[Diff | None, Hashing 
     require_usable(binding)
     hashed = hashing(binding)
     if hashed is None:
-        raise FrameError(f"{binding.target.name}: skip_unchanged needs each row's key, and this frame has none "
-                         "the target reads (e.g. an email column)")
+        raise FrameError(
+            f"{binding.target.name}: skip_unchanged needs each row's key, and this frame has none "
+            "the target reads (e.g. an email column)"
+        )
     return Diff(known=_baseline.load(binding.target)), hashed
 
 
@@ -662,8 +789,9 @@ def _plan(target: Target, binding: Binding, parts: list[tuple[Any, ...]], stats:
     return Plan(target, partitions, problems, stats.input_rows, invalid, binding.notes, unchanged)
 
 
-def payloads(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS,
-             skip_rows: np.ndarray | None = None) -> Iterator[Payload]:
+def payloads(
+    frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS, skip_rows: np.ndarray | None = None
+) -> Iterator[Payload]:
     """Lazily yield every request body; the frame is read once, one batch at a time.
     ``skip_rows``: input rows a job's survey found unchanged (sorted), left out the same way."""
     binding = bind(frame, target)
@@ -685,8 +813,7 @@ def _payload(i: int, closed: _Closed, binding: Binding) -> Payload:
     expected = framing.body_size(closed.rows_bytes)
     if len(body) != expected or (limit is not None and len(body) > limit):
         raise PayloadError(
-            f"partition {i}: body is {len(body)} bytes, sized as {expected} "
-            f"(limit {limit}); please report this bug"
+            f"partition {i}: body is {len(body)} bytes, sized as {expected} (limit {limit}); please report this bug"
         )
     keys = pl.concat(closed.keys).rename("key") if closed.keys else None
     return Payload(i, pl.Series("row", closed.rows, dtype=pl.Int64), body, framing.content_type, keys)
@@ -702,8 +829,13 @@ class Survey:
     lineage: pl.DataFrame  # partition, row, key
 
 
-LINEAGE_SCHEMA = {"partition": pl.Int64, "row": pl.Int64, "key": pl.String, "key_hash": pl.UInt64,
-                  "row_hash": pl.UInt64}
+LINEAGE_SCHEMA = {
+    "partition": pl.Int64,
+    "row": pl.Int64,
+    "key": pl.String,
+    "key_hash": pl.UInt64,
+    "row_hash": pl.UInt64,
+}
 
 
 def body_hash(*chunks: bytes | memoryview) -> str:
@@ -726,20 +858,40 @@ def survey(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS, skip_u
     framing = binding.framing
     diff, hashed = _diff(binding, skip_unchanged)
     hashed = hashed or hashing(binding)  # the baseline learns from every job, not only skipping ones
-    for i, closed in enumerate(run(frame, binding, bodies="pieces", chunk_rows=chunk_rows, stats=stats, diff=diff,
-                                   hashed=hashed)):
+    for i, closed in enumerate(
+        run(frame, binding, bodies="pieces", chunk_rows=chunk_rows, stats=stats, diff=diff, hashed=hashed)
+    ):
         chunks = framing.chunks(closed.pieces)  # hashed in place: the body is never joined here
         size = sum(len(c) for c in chunks)
         parts.append((i, len(closed.rows), size, int(closed.rows[0]), int(closed.rows[-1]), closed.closed_by))
         hashes.append(body_hash(*chunks))
         n = len(closed.rows)
-        keys = pl.concat(closed.keys).cast(pl.String) if closed.keys else pl.repeat(None, n, dtype=pl.String, eager=True)
+        keys = (
+            pl.concat(closed.keys).cast(pl.String) if closed.keys else pl.repeat(None, n, dtype=pl.String, eager=True)
+        )
         kh = np.concatenate([k for k, _ in closed.hashes]) if closed.hashes else None
         rh = np.concatenate([r for _, r in closed.hashes]) if closed.hashes else None
-        lineage.append(pl.DataFrame({"partition": pl.repeat(i, n, dtype=pl.Int64, eager=True), "row": closed.rows,
-                                     "key": keys, "key_hash": kh, "row_hash": rh}, schema=LINEAGE_SCHEMA))
+        lineage.append(
+            pl.DataFrame(
+                {
+                    "partition": pl.repeat(i, n, dtype=pl.Int64, eager=True),
+                    "row": closed.rows,
+                    "key": keys,
+                    "key_hash": kh,
+                    "row_hash": rh,
+                },
+                schema=LINEAGE_SCHEMA,
+            )
+        )
     p = _plan(target, binding, parts, stats)
-    lineage += [u.select(pl.lit(None, pl.Int64).alias("partition"), pl.col("row").cast(pl.Int64), "key",
-                         pl.lit(None, pl.UInt64).alias("key_hash"), pl.lit(None, pl.UInt64).alias("row_hash"))
-                for u in stats.unsent]  # never sent: no partition, the key still identifies the row
+    lineage += [
+        u.select(
+            pl.lit(None, pl.Int64).alias("partition"),
+            pl.col("row").cast(pl.Int64),
+            "key",
+            pl.lit(None, pl.UInt64).alias("key_hash"),
+            pl.lit(None, pl.UInt64).alias("row_hash"),
+        )
+        for u in stats.unsent
+    ]  # never sent: no partition, the key still identifies the row
     return Survey(p, hashes, pl.concat(lineage) if lineage else pl.DataFrame(schema=LINEAGE_SCHEMA))

@@ -45,9 +45,18 @@ class RetryPolicy:
         base = min(self.max_backoff, self.backoff * 2 ** max(0, attempt - 1))
         return base * (1 + self.jitter * rng.random())
 
-    def decide(self, attempt: int, *, status: int | None, headers: Mapping[str, str] | None = None,
-               busy: bool = False, transport: str | None = None, idempotent: bool = True,
-               now_epoch: float = 0.0, rng: random.Random | None = None) -> Decision:
+    def decide(
+        self,
+        attempt: int,
+        *,
+        status: int | None,
+        headers: Mapping[str, str] | None = None,
+        busy: bool = False,
+        transport: str | None = None,
+        idempotent: bool = True,
+        now_epoch: float = 0.0,
+        rng: random.Random | None = None,
+    ) -> Decision:
         """``attempt`` counts from 1; ``transport`` is "connect" (never sent) or "read" (answer lost)."""
         rng = rng or random.Random()
         if attempt >= self.attempts:

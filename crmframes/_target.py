@@ -153,17 +153,21 @@ def check_column(value: object, option: str, *, optional: bool = True) -> None:
     if value is None and optional:
         return
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{option} must name a column of the frame (a string){' or be None' if optional else ''}; "
-                          f"got {value!r}")
+        raise ConfigError(
+            f"{option} must name a column of the frame (a string){' or be None' if optional else ''}; got {value!r}"
+        )
 
 
 def as_names(value: object, option: str) -> tuple[str, ...] | None:
     """A target option that lists frame columns: a list or tuple of strings (or None)."""
     if value is None:
         return None
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or \
-            not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{option} must be a list of column names (strings), e.g. [\"a\", \"b\"]; got {value!r}")
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, (list, tuple))
+        or not all(isinstance(v, str) and v for v in value)
+    ):
+        raise ConfigError(f'{option} must be a list of column names (strings), e.g. ["a", "b"]; got {value!r}')
     return tuple(value)
 
 
@@ -171,8 +175,10 @@ def name_map(value: object, option: str) -> tuple[str, ...] | dict[str, str] | N
     """A list of columns, or a map from the vendor's name to the frame column it comes from."""
     if isinstance(value, Mapping):
         if not all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items()):
-            raise ConfigError(f"{option} must map the vendor's names to column names (strings), e.g. "
-                              f"{{'name': 'first_name'}}; got {value!r}")
+            raise ConfigError(
+                f"{option} must map the vendor's names to column names (strings), e.g. "
+                f"{{'name': 'first_name'}}; got {value!r}"
+            )
         return dict(value)
     return as_names(value, option)
 
@@ -180,8 +186,10 @@ def name_map(value: object, option: str) -> tuple[str, ...] | dict[str, str] | N
 def check_deadline(seconds: object) -> None:
     """``poll_deadline``: vendor seconds of polling one import before it is reported pending."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
-        raise ConfigError(f"poll_deadline is the seconds to keep polling one import before reporting it "
-                          f"pending (e.g. 3600); got {seconds!r}")
+        raise ConfigError(
+            f"poll_deadline is the seconds to keep polling one import before reporting it "
+            f"pending (e.g. 3600); got {seconds!r}"
+        )
 
 
 class Target:
@@ -261,17 +269,23 @@ class Target:
         vendor = type(self).limits
         for k, v in changes.items():
             if k not in TIGHTENABLE:
-                raise ConfigError(f"with_limits takes {', '.join(TIGHTENABLE)}; got {k!r}.{did_you_mean(k, TIGHTENABLE)}")
+                raise ConfigError(
+                    f"with_limits takes {', '.join(TIGHTENABLE)}; got {k!r}.{did_you_mean(k, TIGHTENABLE)}"
+                )
             most = getattr(vendor, k)
             if k == "min_interval":
                 least = most or 0.0
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not least <= v < math.inf:
-                    raise ConfigError(f"min_interval must be seconds between calls, at least the vendor's {least:g}; "
-                                      f"got {v!r}")
+                    raise ConfigError(
+                        f"min_interval must be seconds between calls, at least the vendor's {least:g}; got {v!r}"
+                    )
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or v < 1 or (most is not None and v > most):
-                bound = f"from 1 to {most:,} (the vendor's limit)" if most is not None else \
-                    "of at least 1 (the vendor sets no limit)"
+                bound = (
+                    f"from 1 to {most:,} (the vendor's limit)"
+                    if most is not None
+                    else "of at least 1 (the vendor sets no limit)"
+                )
                 raise ConfigError(f"{k} must be an integer {bound}; got {v!r}")
         object.__setattr__(new, "limits", dataclasses.replace(self.limits, **changes))
         return new
@@ -307,9 +321,7 @@ def target_class(name: str) -> type[Target]:
         return _REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
-        raise ConfigError(
-            f"unknown target {name!r}; known targets: {known}.{did_you_mean(name, _REGISTRY)}"
-        ) from None
+        raise ConfigError(f"unknown target {name!r}; known targets: {known}.{did_you_mean(name, _REGISTRY)}") from None
 
 
 def registered() -> dict[str, type[Target]]:

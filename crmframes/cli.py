@@ -113,10 +113,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 DEMO = [
     ("contacts.csv", "dotdigital.contacts", ["address_book_id=1001", "merge_option=OnlyOverwriteIfNotEmpty"]),
     ("orders.parquet", "dotdigital.transactional_data", ["collection=orders", "key=order_id", "contact=email"]),
-    ("orders.parquet", "dotdigital.insight_data",
-     ["collection=orders_insight", "scope=contact", "type=orders", "key=order_id", "identity=email"]),
-    ("survey_transactions.csv", "qualtrics.transaction_contacts",
-     ["directory_id=POOL_demo", "mailing_list_id=CG_demo", "transaction_fields=order_id,amount,visit_date"]),
+    (
+        "orders.parquet",
+        "dotdigital.insight_data",
+        ["collection=orders_insight", "scope=contact", "type=orders", "key=order_id", "identity=email"],
+    ),
+    (
+        "survey_transactions.csv",
+        "qualtrics.transaction_contacts",
+        ["directory_id=POOL_demo", "mailing_list_id=CG_demo", "transaction_fields=order_id,amount,visit_date"],
+    ),
     ("dengage_contacts.csv", "dengage.contacts", ["insert_if_not_exists=true"]),
 ]
 
@@ -153,11 +159,22 @@ def _progress(event: Any) -> None:
 
 def _summary(job: Any) -> None:
     with pl.Config(tbl_rows=12, fmt_str_lengths=60, tbl_width_chars=160, tbl_hide_dataframe_shape=True):
-        print(job.status().select("partition", "import_id", "state", "vendor_state", "rows", "bytes", "retries",
-                                  "vendor_imported", "vendor_rejected", "reconciled"))
+        print(
+            job.status().select(
+                "partition",
+                "import_id",
+                "state",
+                "vendor_state",
+                "rows",
+                "bytes",
+                "retries",
+                "vendor_imported",
+                "vendor_rejected",
+                "reconciled",
+            )
+        )
         report = job.report()
-        print("report (one row per input row) — outcomes:",
-              ", ".join(f"{k} {v}" for k, v in job.counts().items()))
+        print("report (one row per input row) — outcomes:", ", ".join(f"{k} {v}" for k, v in job.counts().items()))
         not_ok = report.filter(pl.col("outcome") != "accepted")
         if not_ok.height:
             print(not_ok.head(8))
@@ -175,8 +192,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
             url = stack.enter_context(sandbox(**_knobs(args))).url
         t = build_target(args.to, args.option, url)
-        job = submit(read_frame(args.file), t, sinks=[_progress] if not args.quiet else (), progress=False,
-                     check_account=not args.no_check_account, skip_unchanged=args.skip_unchanged)
+        job = submit(
+            read_frame(args.file),
+            t,
+            sinks=[_progress] if not args.quiet else (),
+            progress=False,
+            check_account=not args.no_check_account,
+            skip_unchanged=args.skip_unchanged,
+        )
     _summary(job)
     if args.report:
         out = Path(args.report)
@@ -209,8 +232,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     before = len(jobs()) if args.older_than else 0
     frame = jobs(prune_older_than=args.older_than)
     if args.older_than:
-        print(f"pruned {before - frame.height} job(s) last updated more than {args.older_than} ago, with their "
-              "lineage")
+        print(f"pruned {before - frame.height} job(s) last updated more than {args.older_than} ago, with their lineage")
     with pl.Config(tbl_rows=50, tbl_width_chars=200, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
         print(frame.drop("updated_at") if frame.height else "no jobs in the journal")
     return 0
@@ -237,8 +259,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rows = []
     # the sandbox account has Dotdigital's default data fields plus the ones contacts.csv uses
     with sandbox(**knobs, data_fields=samples.FIELDS) as sb:
-        print(f"embedded sandbox at {sb.url} with {knobs} (a minute of vendor time takes "
-              f"{60 * knobs['time_scale']:.1f} s)")
+        print(
+            f"embedded sandbox at {sb.url} with {knobs} (a minute of vendor time takes "
+            f"{60 * knobs['time_scale']:.1f} s)"
+        )
         for file, name, options in DEMO:  # contacts first: transactional data needs existing contacts
             print(f"\n=== {name}  ←  {file} (crmframes.samples)")
             t = build_target(name, options, sb.url)
@@ -248,20 +272,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
             job.wait()
             _summary(job)
             counts = job.counts()
-            rows.append({"target": name, "file": file, "partitions": job.status().height,
-                         **{o: counts.get(o, 0) for o in OUTCOMES if o in counts or o in ("accepted", "rejected")},
-                         "seconds": round(time.monotonic() - started, 2)})
+            rows.append(
+                {
+                    "target": name,
+                    "file": file,
+                    "partitions": job.status().height,
+                    **{o: counts.get(o, 0) for o in OUTCOMES if o in counts or o in ("accepted", "rejected")},
+                    "seconds": round(time.monotonic() - started, 2),
+                }
+            )
         stored = sb.state()
     print("\n=== summary (outcomes per input row)")
     with pl.Config(tbl_width_chars=160, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         summary = pl.DataFrame(rows).fill_null(0)
         order = ["target", "file", "partitions", *(o for o in OUTCOMES if o in summary.columns), "seconds"]
         print(summary.select(order))
-    print("sandbox now holds: "
-          f"{sum(len(b) for b in stored['dotdigital']['address_books'].values())} Dotdigital contacts, "
-          f"{sum(len(c) for c in stored['dotdigital']['collections'].values())} collection records, "
-          f"{sum(len(m) for m in stored['qualtrics']['mailing_lists'].values())} Qualtrics contacts, "
-          f"{len(stored['dengage']['contacts'])} D·engage contacts")
+    print(
+        "sandbox now holds: "
+        f"{sum(len(b) for b in stored['dotdigital']['address_books'].values())} Dotdigital contacts, "
+        f"{sum(len(c) for c in stored['dotdigital']['collections'].values())} collection records, "
+        f"{sum(len(m) for m in stored['qualtrics']['mailing_lists'].values())} Qualtrics contacts, "
+        f"{len(stored['dengage']['contacts'])} D·engage contacts"
+    )
     return 0
 
 
@@ -275,72 +307,135 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     _quiet_dropped_answers()
-    print(f"crmframes sandbox on http://127.0.0.1:{args.port} (Ctrl-C stops it); any non-empty "
-          f"credentials work, e.g. Dotdigital {CREDS['dotdigital'][0]!r}. State: GET /_sandbox/state")
+    print(
+        f"crmframes sandbox on http://127.0.0.1:{args.port} (Ctrl-C stops it); any non-empty "
+        f"credentials work, e.g. Dotdigital {CREDS['dotdigital'][0]!r}. State: GET /_sandbox/state"
+    )
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off")
     return 0
 
 
 def _knob_flags(sp: argparse.ArgumentParser) -> None:
-    for knob, kind in (("latency", float), ("job-duration", float), ("time-scale", float), ("p429", float),
-                       ("p5xx", float), ("p-drop", float), ("p-job-fail", float), ("seed", int)):
-        sp.add_argument(f"--{knob}", type=kind, default=None, dest=knob.replace("-", "_"),
-                        help="sandbox knob" if knob != "time-scale" else "multiplies vendor intervals")
-    sp.add_argument("--variant", action="append", metavar="NAME",
-                    help="an answer variant real services show (crmframes.sandbox.VARIANTS), repeatable")
-    sp.add_argument("--status", action="append", metavar="ENDPOINT=WORD",
-                    help="end imports of an endpoint (contacts, transactional, insight, qualtrics) with this "
-                         "status word, e.g. contacts=RejectedByWatchdog; repeat to mix words evenly")
+    for knob, kind in (
+        ("latency", float),
+        ("job-duration", float),
+        ("time-scale", float),
+        ("p429", float),
+        ("p5xx", float),
+        ("p-drop", float),
+        ("p-job-fail", float),
+        ("seed", int),
+    ):
+        sp.add_argument(
+            f"--{knob}",
+            type=kind,
+            default=None,
+            dest=knob.replace("-", "_"),
+            help="sandbox knob" if knob != "time-scale" else "multiplies vendor intervals",
+        )
+    sp.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME",
+        help="an answer variant real services show (crmframes.sandbox.VARIANTS), repeatable",
+    )
+    sp.add_argument(
+        "--status",
+        action="append",
+        metavar="ENDPOINT=WORD",
+        help="end imports of an endpoint (contacts, transactional, insight, qualtrics) with this "
+        "status word, e.g. contacts=RejectedByWatchdog; repeat to mix words evenly",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crmframes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, fn, text in (("plan", cmd_plan, "show the requests a file would become"),
-                           ("validate", cmd_validate, "list the problems of a file (exit 1 if any)")):
+    for name, fn, text in (
+        ("plan", cmd_plan, "show the requests a file would become"),
+        ("validate", cmd_validate, "list the problems of a file (exit 1 if any)"),
+    ):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("file", help=".csv, .parquet or .ndjson (read lazily)")
-        sp.add_argument("--to", required=True, choices=sorted(registered()), metavar="TARGET",
-                        help="one of: " + ", ".join(sorted(registered())))
-        sp.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="target option, e.g. -o address_book_id=123 -o fields=a,b")
+        sp.add_argument(
+            "--to",
+            required=True,
+            choices=sorted(registered()),
+            metavar="TARGET",
+            help="one of: " + ", ".join(sorted(registered())),
+        )
+        sp.add_argument(
+            "-o",
+            "--option",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="target option, e.g. -o address_book_id=123 -o fields=a,b",
+        )
         if name == "plan":
-            sp.add_argument("--skip-unchanged", action="store_true",
-                            help="leave out rows identical to what the vendor last accepted")
+            sp.add_argument(
+                "--skip-unchanged",
+                action="store_true",
+                help="leave out rows identical to what the vendor last accepted",
+            )
         if name == "validate":
-            sp.add_argument("--account", action="store_true",
-                            help="also ask the account: the destination exists, credentials work, every column "
-                                 "lands in a field of the right type (a few GETs)")
+            sp.add_argument(
+                "--account",
+                action="store_true",
+                help="also ask the account: the destination exists, credentials work, every column "
+                "lands in a field of the right type (a few GETs)",
+            )
         sp.set_defaults(fn=fn)
     sp = sub.add_parser("submit", help="send a file to a target and print status and report")
     sp.add_argument("file", help=".csv, .parquet or .ndjson (read lazily)")
-    sp.add_argument("--to", required=True, choices=sorted(registered()), metavar="TARGET",
-                    help="one of: " + ", ".join(sorted(registered())))
+    sp.add_argument(
+        "--to",
+        required=True,
+        choices=sorted(registered()),
+        metavar="TARGET",
+        help="one of: " + ", ".join(sorted(registered())),
+    )
     sp.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("--sandbox", action="store_true", help="send to the embedded sandbox, not the vendor")
     sp.add_argument("--report", metavar="PATH", help="write the report (.csv or .parquet)")
-    sp.add_argument("--no-check-account", action="store_true",
-                    help="send without asking the account first (destination, fields)")
-    sp.add_argument("--skip-unchanged", action="store_true",
-                    help="send only rows new or changed since the vendor last accepted them")
+    sp.add_argument(
+        "--no-check-account", action="store_true", help="send without asking the account first (destination, fields)"
+    )
+    sp.add_argument(
+        "--skip-unchanged",
+        action="store_true",
+        help="send only rows new or changed since the vendor last accepted them",
+    )
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     _knob_flags(sp)
     sp.set_defaults(fn=cmd_submit)
     sp = sub.add_parser("baseline", help="what the vendor is known to hold for a destination (skip_unchanged)")
-    sp.add_argument("--to", required=True, choices=sorted(registered()), metavar="TARGET",
-                    help="one of: " + ", ".join(sorted(registered())))
+    sp.add_argument(
+        "--to",
+        required=True,
+        choices=sorted(registered()),
+        metavar="TARGET",
+        help="one of: " + ", ".join(sorted(registered())),
+    )
     sp.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("--reset", action="store_true", help="forget it: the next skip-unchanged run sends every row")
     sp.set_defaults(fn=cmd_baseline)
     sp = sub.add_parser("jobs", help="list the journalled jobs")
-    sp.add_argument("--older-than", metavar="AGE", help="first remove the jobs last updated more than AGE ago "
-                                                         "(e.g. 30d, 12h, or a date 2026-11-01), with their lineage")
+    sp.add_argument(
+        "--older-than",
+        metavar="AGE",
+        help="first remove the jobs last updated more than AGE ago "
+        "(e.g. 30d, 12h, or a date 2026-11-01), with their lineage",
+    )
     sp.set_defaults(fn=cmd_jobs)
     sp = sub.add_parser("resume", help="finish a journalled job (credentials from the environment)")
     sp.add_argument("job", help="the job id (crmframes jobs)")
     sp.add_argument("file", nargs="?", help="the same input file, needed if some partitions were not sent")
-    sp.add_argument("--resend-in-doubt", action="store_true",
-                    help="also re-send partitions whose answer was lost where that may duplicate data")
+    sp.add_argument(
+        "--resend-in-doubt",
+        action="store_true",
+        help="also re-send partitions whose answer was lost where that may duplicate data",
+    )
     sp.set_defaults(fn=cmd_resume)
     sp = sub.add_parser("demo", help="the whole round trip against the embedded sandbox, with the sample files")
     _knob_flags(sp)

@@ -40,9 +40,11 @@ def _journal_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 
 def connections() -> tuple[cf.Dotdigital, cf.Qualtrics, cf.Dengage]:
-    return (cf.Dotdigital("apiuser@example.com", "pw-secret-1"),
-            cf.Qualtrics("qx-secret-2", datacenter="fra1"),
-            cf.Dengage("dn-user-3", "dn-secret-4"))
+    return (
+        cf.Dotdigital("apiuser@example.com", "pw-secret-1"),
+        cf.Qualtrics("qx-secret-2", datacenter="fra1"),
+        cf.Dengage("dn-user-3", "dn-secret-4"),
+    )
 
 
 def decode(target: cf.Target, body: bytes) -> list[dict[str, object]]:

@@ -27,9 +27,11 @@ def test_import_registers_crm_on_dataframe_and_lazyframe():
 
 
 def test_import_refuses_to_shadow_another_crm_namespace():
-    code = ("import polars as pl\n"
-            "pl.api.register_dataframe_namespace('crm')(type('Other', (), {'__init__': lambda s, d: None}))\n"
-            "import crmframes\n")
+    code = (
+        "import polars as pl\n"
+        "pl.api.register_dataframe_namespace('crm')(type('Other', (), {'__init__': lambda s, d: None}))\n"
+        "import crmframes\n"
+    )
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
     assert out.returncode != 0
     assert "will not shadow it" in out.stderr
@@ -80,8 +82,13 @@ def test_base_url_overrides_the_region_host():
 def test_registry_lists_five_targets_and_suggests_on_typos():
     from crmframes._target import target_class
 
-    assert list(cf.targets()) == ["dengage.contacts", "dotdigital.contacts", "dotdigital.insight_data",
-                                  "dotdigital.transactional_data", "qualtrics.transaction_contacts"]
+    assert list(cf.targets()) == [
+        "dengage.contacts",
+        "dotdigital.contacts",
+        "dotdigital.insight_data",
+        "dotdigital.transactional_data",
+        "qualtrics.transaction_contacts",
+    ]
     with pytest.raises(cf.ConfigError, match=r"Did you mean 'dotdigital\.contacts'"):
         target_class("dotdigital.contact")
 

@@ -37,11 +37,20 @@ ARTIFACTS = Path(os.environ.get("CRMFRAMES_ARTIFACTS", ROOT / "build" / "artifac
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or not (MANAGER / "embed-amd.js").exists() or not REQUIRE.exists(),
     reason="the browser check needs Debian's chromium and the widget manager JS: run .ci/run, which installs "
-           "them (apt-get install chromium; npm install --prefix .ci/widget-js @jupyter-widgets/html-manager "
-           "requirejs)")
+    "them (apt-get install chromium; npm install --prefix .ci/widget-js @jupyter-widgets/html-manager "
+    "requirejs)",
+)
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class RenderedPanels(HTMLParser):
@@ -107,12 +116,12 @@ def test_the_widget_renders_in_chromium_with_its_final_counts(tmp_path):
     url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
     try:
         flags = [*FLAGS, f"--user-data-dir={tempfile.mkdtemp()}", "--virtual-time-budget=20000"]
-        dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True,
-                             timeout=180).stdout
+        dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shot = ARTIFACTS / "dengage-notebook-widget.png"
-        subprocess.run([CHROMIUM, *flags, "--window-size=1200,2400", f"--screenshot={shot}", url],
-                       capture_output=True, timeout=180)
+        subprocess.run(
+            [CHROMIUM, *flags, "--window-size=1200,2400", f"--screenshot={shot}", url], capture_output=True, timeout=180
+        )
     finally:
         server.shutdown()
     parsed = RenderedPanels()

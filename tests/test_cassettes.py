@@ -81,8 +81,11 @@ def _no_vendor_waits() -> Iterator[None]:
 def conns() -> tuple[cf.Dotdigital, cf.Qualtrics, cf.Dengage]:
     if RECORD:
         return cf.Dotdigital(), cf.Qualtrics(), cf.Dengage()
-    return (cf.Dotdigital("apiuser-cassette@apiconnector.com", SECRETS[0]),
-            cf.Qualtrics(SECRETS[1], datacenter="fra1"), cf.Dengage("dn-cassette-user", SECRETS[2], region="eu"))
+    return (
+        cf.Dotdigital("apiuser-cassette@apiconnector.com", SECRETS[0]),
+        cf.Qualtrics(SECRETS[1], datacenter="fra1"),
+        cf.Dengage("dn-cassette-user", SECRETS[2], region="eu"),
+    )
 
 
 def check(job: cf.Job, frame: pl.DataFrame, rejected: dict[int, str]) -> None:
@@ -113,8 +116,13 @@ def test_dotdigital_contacts_report_faults_map_back_by_email():
 
 def test_dotdigital_transactional_report_faults_map_back_by_key():
     dd, _, _ = conns()
-    frame = pl.DataFrame({"order_id": ["1230AB", "1231AB", "1232AB", "1233AB", "1234AB", "1235AB"],
-                          "email": [f"buyer{i}@example.com" for i in range(6)], "total": [9.5] * 6})
+    frame = pl.DataFrame(
+        {
+            "order_id": ["1230AB", "1231AB", "1232AB", "1233AB", "1234AB", "1235AB"],
+            "email": [f"buyer{i}@example.com" for i in range(6)],
+            "total": [9.5] * 6,
+        }
+    )
     with cassette("dotdigital_transactional_data.yaml"):
         job = frame.crm.submit(dd.transactional_data("orders", key="order_id", contact="email"))
     check(job, frame, {4: "InvalidJson"})
@@ -134,9 +142,13 @@ def test_dotdigital_insight_failures_map_back_by_key_with_their_details():
 
 def test_qualtrics_unprocessed_indices_and_invalid_emails_map_back():
     _, qx, _ = conns()
-    frame = pl.DataFrame({"email": ["a@example.com", "old.address@example.com", "c@example.com", "d@example.com",
-                                    "e@example.com"],
-                          "order_id": ["o1", "o2", "o3", "o4", "o5"], "amount": ["1", "2", "3", "4", "5"]})
+    frame = pl.DataFrame(
+        {
+            "email": ["a@example.com", "old.address@example.com", "c@example.com", "d@example.com", "e@example.com"],
+            "order_id": ["o1", "o2", "o3", "o4", "o5"],
+            "amount": ["1", "2", "3", "4", "5"],
+        }
+    )
     directory = os.environ.get("CRMFRAMES_TEST_DIRECTORY", "POOL_012345678901234")
     mailing_list = os.environ.get("CRMFRAMES_TEST_MAILING_LIST", "CG_012345678901234")
     # the cassette's summary lists this address (in other case) among invalidEmails
@@ -150,8 +162,12 @@ def test_qualtrics_unprocessed_indices_and_invalid_emails_map_back():
 
 def test_dengage_errors_map_back_by_contact_key_and_the_token_is_reused():
     _, _, dn = conns()
-    frame = pl.DataFrame({"contact_key": ["c1", "c2", "c3", "c4"],
-                          "email": ["a@example.com", "b@example.com", "c@example.com", "d@example.com"]})
+    frame = pl.DataFrame(
+        {
+            "contact_key": ["c1", "c2", "c3", "c4"],
+            "email": ["a@example.com", "b@example.com", "c@example.com", "d@example.com"],
+        }
+    )
     with cassette("dengage_contacts.yaml") as cas:
         job = frame.crm.submit(dn.contacts())
     check(job, frame, {3: "error"})

@@ -40,15 +40,23 @@ def _people() -> pl.DataFrame:
 
 ENDPOINTS: dict[str, tuple[str, Callable[[], pl.DataFrame], Callable[..., cf.Target]]] = {
     "contacts": ("dotdigital.contacts", _contacts, lambda sb, **kw: sb.dotdigital().contacts(1001, **kw)),
-    "transactional": ("dotdigital.transactional_data", _orders,
-                      lambda sb, **kw: sb.dotdigital().transactional_data("orders", key="order_id", contact="email",
-                                                                          **kw)),
-    "insight": ("dotdigital.insight_data", _orders,
-                lambda sb, **kw: sb.dotdigital().insight_data("orders", scope="contact", type="orders",
-                                                              key="order_id", **kw)),
-    "qualtrics": ("qualtrics.transaction_contacts", _survey,
-                  lambda sb, **kw: sb.qualtrics().transaction_contacts("POOL_demo", "CG_demo",
-                                                                       transaction_fields=["order_id", "amount"], **kw)),
+    "transactional": (
+        "dotdigital.transactional_data",
+        _orders,
+        lambda sb, **kw: sb.dotdigital().transactional_data("orders", key="order_id", contact="email", **kw),
+    ),
+    "insight": (
+        "dotdigital.insight_data",
+        _orders,
+        lambda sb, **kw: sb.dotdigital().insight_data("orders", scope="contact", type="orders", key="order_id", **kw),
+    ),
+    "qualtrics": (
+        "qualtrics.transaction_contacts",
+        _survey,
+        lambda sb, **kw: sb.qualtrics().transaction_contacts(
+            "POOL_demo", "CG_demo", transaction_fields=["order_id", "amount"], **kw
+        ),
+    ),
 }
 
 
@@ -94,10 +102,16 @@ def test_every_documented_terminal_status_ends_the_job_with_the_right_outcomes(e
         assert "accepted" in set(sent["outcome"]) and "in_doubt" not in set(sent["outcome"])
 
 
-@pytest.mark.parametrize(("endpoint", "word"), [
-    ("contacts", "Paused"), ("contacts", "NotFinished"), ("transactional", "Queued"),
-    ("insight", "Processing"), ("qualtrics", "waiting"),
-])
+@pytest.mark.parametrize(
+    ("endpoint", "word"),
+    [
+        ("contacts", "Paused"),
+        ("contacts", "NotFinished"),
+        ("transactional", "Queued"),
+        ("insight", "Processing"),
+        ("qualtrics", "waiting"),
+    ],
+)
 def test_an_import_that_never_ends_is_pending_at_the_deadline_and_the_job_stays_resumable(endpoint, word):
     job, _, _ = run(endpoint, {"status_mix": {endpoint: {word: 1}}}, poll_deadline=300)
     assert not job.done and job.state.stopped == "pending"
@@ -110,15 +124,19 @@ def test_an_import_that_never_ends_is_pending_at_the_deadline_and_the_job_stays_
 # --- answer variants: the same rows end the same way whatever the shape --------------------
 
 VARIANT_CASES = [
-    ("contacts", "dotdigital_pascal_case"), ("transactional", "dotdigital_pascal_case"),
+    ("contacts", "dotdigital_pascal_case"),
+    ("transactional", "dotdigital_pascal_case"),
     ("contacts", "dotdigital_faults_upper_header"),
-    ("qualtrics", "qualtrics_percent_string"), ("qualtrics", "qualtrics_percent_only"),
+    ("qualtrics", "qualtrics_percent_string"),
+    ("qualtrics", "qualtrics_percent_only"),
 ]
 
 
 def _outcomes(job: cf.Job) -> dict[int, tuple[str, str | None]]:
     rep = job.report().with_columns(pl.col("outcome").cast(pl.String))
-    return {r: (o, None if why is None else why.casefold()) for r, o, why in rep.select("row", "outcome", "reason").rows()}
+    return {
+        r: (o, None if why is None else why.casefold()) for r, o, why in rep.select("row", "outcome", "reason").rows()
+    }
 
 
 @pytest.mark.parametrize(("endpoint", "variant"), VARIANT_CASES, ids=[f"{e}-{v}" for e, v in VARIANT_CASES])
@@ -158,8 +176,9 @@ def test_without_the_import_report_rows_the_counts_do_not_cover_are_in_doubt():
 
 def test_a_missing_qualtrics_batch_creates_no_transaction_and_its_rows_are_rejected():
     with sandbox(**FAST) as sb:
-        t = sb.qualtrics().transaction_contacts("POOL_demo", "CG_demo", transaction_fields=["order_id", "amount"],
-                                                batch_id="BT_does_not_exist")
+        t = sb.qualtrics().transaction_contacts(
+            "POOL_demo", "CG_demo", transaction_fields=["order_id", "amount"], batch_id="BT_does_not_exist"
+        )
         with pytest.raises(cf.AccountError, match="no transaction batch BT_does_not_exist"):
             _survey().crm.submit(t, progress=False)  # the preflight asks first
         job = _survey().crm.submit(t, progress=False, check_account=False)
@@ -175,7 +194,8 @@ DENGAGE_VARIANTS = ["dengage_top_level", "dengage_error_objects"]
 @pytest.mark.parametrize("variant", DENGAGE_VARIANTS)
 def test_dengage_layouts_and_error_shapes_name_the_same_rows(variant):
     frame = _people().with_columns(  # two addresses D·engage refuses, only the sandbox knows why
-        pl.when(pl.int_range(pl.len()).is_in([5, 6])).then(pl.lit("x" * 21)).otherwise(None).alias("gsm"))
+        pl.when(pl.int_range(pl.len()).is_in([5, 6])).then(pl.lit("x" * 21)).otherwise(None).alias("gsm")
+    )
     frame = frame.with_columns(pl.col("gsm").cast(pl.String))
 
     def go(variants: list[str]) -> cf.Job:
@@ -192,9 +212,16 @@ def test_dengage_layouts_and_error_shapes_name_the_same_rows(variant):
 
 def test_dengage_errors_that_name_no_contact_reject_only_the_rows_not_written():
     frame = _people().with_columns(
-        pl.when(pl.int_range(pl.len()).is_in([5, 6])).then(pl.lit("x" * 21)).otherwise(None).cast(pl.String).alias("gsm"))
-    with sandbox(**FAST, variants=["dengage_error_text"]) as sb, \
-            pytest.warns(cf.CrmWarning, match="per-row answers still tie every row"):
+        pl.when(pl.int_range(pl.len()).is_in([5, 6]))
+        .then(pl.lit("x" * 21))
+        .otherwise(None)
+        .cast(pl.String)
+        .alias("gsm")
+    )
+    with (
+        sandbox(**FAST, variants=["dengage_error_text"]) as sb,
+        pytest.warns(cf.CrmWarning, match="per-row answers still tie every row"),
+    ):
         job = frame.crm.submit(_unchecked(sb.dengage().contacts(), "gsm"), progress=False)
     rejected = job.report().filter(pl.col("outcome") == "rejected")
     assert rejected["row"].to_list() == [5, 6] and "gsm is longer" in rejected["detail"][0]
@@ -222,8 +249,16 @@ def test_qualtrics_sends_only_documented_contact_keys_and_says_where_phone_goes(
     frame = _survey().with_columns(pl.lit("+441234567890").alias("phone"))
     t = qx.transaction_contacts("POOL_1", "CG_1", transaction_fields=["order_id"])
     body = json.loads(next(iter(frame.crm.payloads(t))).body)
-    allowed = {"firstName", "lastName", "email", "extRef", "embeddedData", "language", "unsubscribed",
-               "transactionData"}
+    allowed = {
+        "firstName",
+        "lastName",
+        "email",
+        "extRef",
+        "embeddedData",
+        "language",
+        "unsubscribed",
+        "transactionData",
+    }
     assert all(set(c) <= allowed for c in body["contacts"])
     assert body["contacts"][0]["embeddedData"]["phone"] == "+441234567890"
     assert any("'phone' go in embeddedData" in n for n in frame.crm.plan(t).notes)
@@ -232,8 +267,14 @@ def test_qualtrics_sends_only_documented_contact_keys_and_says_where_phone_goes(
 
 def test_qualtrics_rows_with_every_transaction_field_null_are_invalid_never_sent_empty(conns):
     _, qx, _ = conns
-    frame = _survey().head(4).with_columns(
-        pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col(c)).alias(c) for c in ("order_id", "amount"))
+    frame = (
+        _survey()
+        .head(4)
+        .with_columns(
+            pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col(c)).alias(c)
+            for c in ("order_id", "amount")
+        )
+    )
     t = qx.transaction_contacts("POOL_1", "CG_1", transaction_fields=["order_id", "amount"])
     problems = frame.crm.validate(t)
     assert problems.select("row", "code").rows() == [(2, "no_transaction_data")]
@@ -245,9 +286,13 @@ def test_dengage_dates_are_ten_characters_and_datetimes_keep_milliseconds(conns)
     import datetime as dt
 
     _, _, dn = conns
-    frame = pl.DataFrame({"contact_key": ["a", "b"],
-                          "birth_date": [dt.datetime(1984, 9, 11), dt.datetime(1990, 1, 2, 13, 30)],
-                          "subscription_date": [dt.datetime(2026, 1, 2, 3, 4, 5, 678_900), dt.datetime(2026, 1, 2)]})
+    frame = pl.DataFrame(
+        {
+            "contact_key": ["a", "b"],
+            "birth_date": [dt.datetime(1984, 9, 11), dt.datetime(1990, 1, 2, 13, 30)],
+            "subscription_date": [dt.datetime(2026, 1, 2, 3, 4, 5, 678_900), dt.datetime(2026, 1, 2)],
+        }
+    )
     t = dn.contacts()
     assert frame.crm.validate(t).select("row", "code").rows() == [(1, "not_a_date")]
     (record,) = json.loads(next(iter(frame.crm.payloads(t))).body)["contactDatas"]
@@ -259,8 +304,14 @@ def test_dengage_dates_are_ten_characters_and_datetimes_keep_milliseconds(conns)
 
 def test_dengage_checks_the_documented_lengths(conns):
     _, _, dn = conns
-    frame = pl.DataFrame({"contact_key": ["a", "b", "c", "d"], "gsm": ["1" * 20, "1" * 21, None, None],
-                          "name": ["n", None, "x" * 101, None], "gender": [None, None, None, "g" * 101]})
+    frame = pl.DataFrame(
+        {
+            "contact_key": ["a", "b", "c", "d"],
+            "gsm": ["1" * 20, "1" * 21, None, None],
+            "name": ["n", None, "x" * 101, None],
+            "gender": [None, None, None, "g" * 101],
+        }
+    )
     got = frame.crm.validate(dn.contacts()).select("row", "column", "code").rows()
     assert got == [(1, "gsm", "too_long"), (2, "name", "too_long"), (3, "gender", "too_long")]
 
@@ -281,8 +332,13 @@ def test_dengage_refuses_new_contact_key_with_insert_if_not_exists(conns):
     frame = pl.DataFrame({"contact_key": ["a"], "new_contact_key": ["b"]})
     with pytest.raises(cf.FrameError, match=r"new_contact_key .* cannot be combined with insertIfNotExists"):
         frame.crm.plan(dn.contacts(insert_if_not_exists=True, columns=["contact_key", "new_contact_key"]))
-    body = json.loads(next(iter(frame.crm.payloads(
-        dn.contacts(insert_if_not_exists=False, columns=["contact_key", "new_contact_key"])))).body)
+    body = json.loads(
+        next(
+            iter(
+                frame.crm.payloads(dn.contacts(insert_if_not_exists=False, columns=["contact_key", "new_contact_key"]))
+            )
+        ).body
+    )
     assert body["insertIfNotExists"] is False and body["throwExceptionIfInvalidRecord"] is False
 
 
@@ -291,7 +347,8 @@ def test_every_client_body_passes_the_sandboxs_checks_of_the_seeds_rules():
     unprocessed, and fails a D·engage record over a documented length: none of ours."""
     frame = _survey().with_columns(pl.lit("+44 1234").alias("phone"))
     with sandbox(**FAST) as sb:
-        job = frame.crm.submit(sb.qualtrics().transaction_contacts("POOL_demo", "CG_demo",
-                                                                   transaction_fields=["order_id", "amount"]),
-                               progress=False)
+        job = frame.crm.submit(
+            sb.qualtrics().transaction_contacts("POOL_demo", "CG_demo", transaction_fields=["order_id", "amount"]),
+            progress=False,
+        )
     assert job.counts() == {"accepted": 119, "invalid": 1}

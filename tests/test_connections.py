@@ -27,8 +27,7 @@ def open_client_sockets(port: int) -> int:
             continue
         for line in lines:
             local, remote, state = line.split()[1:4]
-            if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port \
-                    and int(local.rsplit(":", 1)[1], 16) != port:
+            if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port and int(local.rsplit(":", 1)[1], 16) != port:
                 n += 1
     return n
 

@@ -65,7 +65,9 @@ def test_transactional_data_bodies_match_the_v2_swagger_array_of_ApiTransactiona
 def test_insight_bodies_match_the_v3_import_body_schema(conns, scope):
     dd = conns[0]
     kwargs = {"contact": "email"} if scope == "contact" else {"fields": ["total", "items", "placed_at"]}
-    t = dd.insight_data("orders-2026", scope=scope, type="ORDERS", key="order_id", **kwargs).with_limits(max_bytes=20_000)
+    t = dd.insight_data("orders-2026", scope=scope, type="ORDERS", key="order_id", **kwargs).with_limits(
+        max_bytes=20_000
+    )
     v = _validator("dotdigital-insight-data-service.json", _ref("v3_import_body"), _insight_components())
     bodies = list(sample("orders.parquet").crm.payloads(t))
     assert len(bodies) > 1

@@ -37,8 +37,10 @@ def test_every_targets_payloads_are_accepted_and_stored_by_the_sandbox():
         contacts = sample("contacts.csv")
         t = dd.contacts(1001)
         with httpx.Client(base_url=sb.url, auth=dd.auth(), timeout=30) as c:
-            ids = [c.post(t.path, content=p.body, headers={"content-type": p.content_type}).json()["id"]
-                   for p in contacts.crm.payloads(t.with_limits(max_bytes=4000))]
+            ids = [
+                c.post(t.path, content=p.body, headers={"content-type": p.content_type}).json()["id"]
+                for p in contacts.crm.payloads(t.with_limits(max_bytes=4000))
+            ]
             assert len(ids) > 3
             for iid in ids:
                 wait(lambda iid=iid: c.get(f"/v2/contacts/import/{iid}").json()["status"] == "Finished")
@@ -54,16 +56,25 @@ def test_every_targets_payloads_are_accepted_and_stored_by_the_sandbox():
             ins = dd.insight_data("orders_v3", scope="contact", type="orders", key="order_id")
             for p in orders.crm.payloads(ins):
                 assert c.put(ins.path, content=p.body, headers={"content-type": p.content_type}).status_code == 202
-            collections = wait(lambda: (s := sb.state()["dotdigital"]["collections"]).get("orders_v3") and
-                               len(s.get("orders", {})) > 0 and s)
+            collections = wait(
+                lambda: (
+                    (s := sb.state()["dotdigital"]["collections"]).get("orders_v3")
+                    and len(s.get("orders", {})) > 0
+                    and s
+                )
+            )
         # 297 valid orders; the one for a stranger is rejected by the vendor
         time.sleep(0.3)
         collections = sb.state()["dotdigital"]["collections"]
         assert len(collections["orders"]) == 296 and len(collections["orders_v3"]) == 296
 
         with httpx.Client(base_url=sb.url, headers=qx.headers(), timeout=30) as c:
-            bid = c.post("/API/v3/directories/POOL_demo/transactionbatches", json={"transactionIds": []}).json()["result"]["id"]
-            qt = qx.transaction_contacts("POOL_demo", "CG_demo", transaction_fields=["order_id", "amount"], batch_id=bid)
+            bid = c.post("/API/v3/directories/POOL_demo/transactionbatches", json={"transactionIds": []}).json()[
+                "result"
+            ]["id"]
+            qt = qx.transaction_contacts(
+                "POOL_demo", "CG_demo", transaction_fields=["order_id", "amount"], batch_id=bid
+            )
             (p,) = list(sample("survey_transactions.csv").crm.payloads(qt))
             res = c.post(qt.path, content=p.body, headers={"content-type": p.content_type}).json()["result"]
             assert res["contacts"]["unprocessed"] == []
@@ -79,8 +90,19 @@ def test_every_targets_payloads_are_accepted_and_stored_by_the_sandbox():
             dt = dn.contacts()
             frame = sample("dengage_contacts.csv").with_columns(pl.col("birth_date").cast(pl.String))
             for p in frame.crm.payloads(dt.with_limits(max_records=100)):
-                r = wait(lambda p=p: (r := c.post(dt.path, content=p.body, headers={
-                    "content-type": p.content_type, "Authorization": f"Bearer {token}"})).status_code == 200 and r)
+                r = wait(
+                    lambda p=p: (
+                        (
+                            r := c.post(
+                                dt.path,
+                                content=p.body,
+                                headers={"content-type": p.content_type, "Authorization": f"Bearer {token}"},
+                            )
+                        ).status_code
+                        == 200
+                        and r
+                    )
+                )
                 assert r.json()["data"]["errors"] == []
         assert len(sb.state()["dengage"]["contacts"]) == 196
 

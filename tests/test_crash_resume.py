@@ -64,11 +64,16 @@ print("FINISHED", flush=True)
 """
 
 CASES = [
-    ("contacts", "before_submit"), ("contacts", "between_submits"), ("contacts", "while_polling"),
+    ("contacts", "before_submit"),
+    ("contacts", "between_submits"),
+    ("contacts", "while_polling"),
     ("contacts", "mid_send"),
-    ("qualtrics", "before_submit"), ("qualtrics", "between_submits"), ("qualtrics", "while_polling"),
+    ("qualtrics", "before_submit"),
+    ("qualtrics", "between_submits"),
+    ("qualtrics", "while_polling"),
     ("qualtrics", "mid_send"),
-    ("dengage", "between_submits"), ("dengage", "mid_send"),
+    ("dengage", "between_submits"),
+    ("dengage", "mid_send"),
 ]
 
 
@@ -81,16 +86,27 @@ def frame_for(kind: str) -> pl.DataFrame:
 
 
 def connection_for(kind: str, url: str):
-    return {"contacts": cf.Dotdigital("u", "p", base_url=url), "qualtrics": cf.Qualtrics("tok", base_url=url),
-            "dengage": cf.Dengage("k", "p", base_url=url)}[kind]
+    return {
+        "contacts": cf.Dotdigital("u", "p", base_url=url),
+        "qualtrics": cf.Qualtrics("tok", base_url=url),
+        "dengage": cf.Dengage("k", "p", base_url=url),
+    }[kind]
 
 
 def run_child_until_frozen(url: str, kind: str, point: str, home: Path, *extra: str) -> str:
-    code = CHILD.format(contacts=str(DATA / "contacts.csv"), survey=str(DATA / "survey_transactions.csv"),
-                        dengage=str(DATA / "dengage_contacts.csv"))
+    code = CHILD.format(
+        contacts=str(DATA / "contacts.csv"),
+        survey=str(DATA / "survey_transactions.csv"),
+        dengage=str(DATA / "dengage_contacts.csv"),
+    )
     env = {**os.environ, "CRMFRAMES_HOME": str(home)}
-    proc = subprocess.Popen([sys.executable, "-c", code, url, kind, point, *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, url, kind, point, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

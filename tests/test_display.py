@@ -15,15 +15,19 @@ J = "job1"
 
 def recorded() -> list[ev.Event]:
     """A job of three partitions: one done with 2 faults, one retried and still processing, one waiting."""
-    faults = pl.DataFrame({"row": [3, 4], "reason": ["Unsubscribed", "Invalid Email"], "detail": [None, None]},
-                          schema={"row": pl.Int64, "reason": pl.String, "detail": pl.String})
+    faults = pl.DataFrame(
+        {"row": [3, 4], "reason": ["Unsubscribed", "Invalid Email"], "detail": [None, None]},
+        schema={"row": pl.Int64, "reason": pl.String, "detail": pl.String},
+    )
     return [
         ev.Planned(J, 0.0, "dotdigital.contacts", ((0, 100, 5000), (1, 100, 5000), (2, 50, 2500)), 255, 5),
-        ev.Sending(J, 1.0, 0), ev.Submitted(J, 1.5, 0, "imp-0", "NotFinished"),
-        ev.Sending(J, 1.6, 1), ev.RetryScheduled(J, 1.7, 1, "submit", "rate_limited", 2.0, 429),
+        ev.Sending(J, 1.0, 0),
+        ev.Submitted(J, 1.5, 0, "imp-0", "NotFinished"),
+        ev.Sending(J, 1.6, 1),
+        ev.RetryScheduled(J, 1.7, 1, "submit", "rate_limited", 2.0, 429),
         ev.Submitted(J, 4.0, 1, "imp-1", "NotFinished"),
-        ev.Polled(J, 6.0, 0, "Finished"), ev.Settled(J, 7.0, 0, ev.FINISHED, "Finished", faults=faults,
-                                                      imported=98, rejected=None),
+        ev.Polled(J, 6.0, 0, "Finished"),
+        ev.Settled(J, 7.0, 0, ev.FINISHED, "Finished", faults=faults, imported=98, rejected=None),
     ]
 
 
@@ -53,9 +57,11 @@ def test_the_rendered_summary_says_where_the_job_is_and_how_it_ended():
     assert line.startswith("dotdigital.contacts: running")
     assert "partitions 1/3 settled (waiting 1, processing 1, done 1)" in line
     assert "rows 100/250, 5 invalid" in line and "2 rejected by the vendor" in line and "ETA 20 s" in line
-    events += [ev.Settled(J, 9.0, 1, ev.FINISHED, "Finished"),
-               ev.Settled(J, 9.5, 2, ev.NOT_SENT, message="cancelled before sending", reason="cancelled"),
-               ev.Stopped(J, 9.6, "done")]
+    events += [
+        ev.Settled(J, 9.0, 1, ev.FINISHED, "Finished"),
+        ev.Settled(J, 9.5, 2, ev.NOT_SENT, message="cancelled before sending", reason="cancelled"),
+        ev.Stopped(J, 9.6, "done"),
+    ]
     done = state_after(events).snapshot(now=12.0)
     line = render.summary(done)
     assert line.startswith("dotdigital.contacts: done") and "(done 2, not sent 1)" in line and "ETA" not in line

@@ -49,27 +49,61 @@ def _qualtrics_batches(state: dict[str, Any]) -> dict[str, int]:
 
 
 CASES = [
-    Case("dotdigital.contacts", lambda: sample("contacts.csv"),
-         lambda sb: sb.dotdigital().contacts(1001).with_limits(max_bytes=4000),
-         lambda st: st["dotdigital"]["address_books"]["1001"],
-         lambda f: f["email"].str.to_lowercase(), {150: "Globally Suppressed"}, 4),
-    Case("dotdigital.transactional_data", _orders,
-         lambda sb: sb.dotdigital().transactional_data("orders", key="order_id", contact="email")
-         .with_limits(max_bytes=20_000),
-         lambda st: st["dotdigital"]["collections"]["orders"],
-         lambda f: f["order_id"].cast(pl.String), {5: "ContactEmailDoesNotExist"}, 3),
-    Case("dotdigital.insight_data", _orders,
-         lambda sb: sb.dotdigital().insight_data("orders_v3", scope="contact", type="orders", key="order_id")
-         .with_limits(max_bytes=20_000),
-         lambda st: st["dotdigital"]["collections"]["orders_v3"],
-         lambda f: f["order_id"].cast(pl.String), {5: "ContactEmailDoesNotExist"}, 3),
-    Case("qualtrics.transaction_contacts", lambda: sample("survey_transactions.csv"),
-         lambda sb: sb.qualtrics().transaction_contacts("POOL_demo", "CG_demo", transaction_fields=["order_id", "amount"])
-         .with_limits(max_records=40),
-         _qualtrics_batches, lambda f: f["email"].str.to_lowercase(), {}, 3),
-    Case("dengage.contacts", _dengage,
-         lambda sb: sb.dengage().contacts().with_limits(max_records=50),
-         lambda st: st["dengage"]["contacts"], lambda f: f["contact_key"].cast(pl.String), {}, 4),
+    Case(
+        "dotdigital.contacts",
+        lambda: sample("contacts.csv"),
+        lambda sb: sb.dotdigital().contacts(1001).with_limits(max_bytes=4000),
+        lambda st: st["dotdigital"]["address_books"]["1001"],
+        lambda f: f["email"].str.to_lowercase(),
+        {150: "Globally Suppressed"},
+        4,
+    ),
+    Case(
+        "dotdigital.transactional_data",
+        _orders,
+        lambda sb: (
+            sb.dotdigital().transactional_data("orders", key="order_id", contact="email").with_limits(max_bytes=20_000)
+        ),
+        lambda st: st["dotdigital"]["collections"]["orders"],
+        lambda f: f["order_id"].cast(pl.String),
+        {5: "ContactEmailDoesNotExist"},
+        3,
+    ),
+    Case(
+        "dotdigital.insight_data",
+        _orders,
+        lambda sb: (
+            sb.dotdigital()
+            .insight_data("orders_v3", scope="contact", type="orders", key="order_id")
+            .with_limits(max_bytes=20_000)
+        ),
+        lambda st: st["dotdigital"]["collections"]["orders_v3"],
+        lambda f: f["order_id"].cast(pl.String),
+        {5: "ContactEmailDoesNotExist"},
+        3,
+    ),
+    Case(
+        "qualtrics.transaction_contacts",
+        lambda: sample("survey_transactions.csv"),
+        lambda sb: (
+            sb.qualtrics()
+            .transaction_contacts("POOL_demo", "CG_demo", transaction_fields=["order_id", "amount"])
+            .with_limits(max_records=40)
+        ),
+        _qualtrics_batches,
+        lambda f: f["email"].str.to_lowercase(),
+        {},
+        3,
+    ),
+    Case(
+        "dengage.contacts",
+        _dengage,
+        lambda sb: sb.dengage().contacts().with_limits(max_records=50),
+        lambda st: st["dengage"]["contacts"],
+        lambda f: f["contact_key"].cast(pl.String),
+        {},
+        4,
+    ),
 ]
 
 
@@ -327,8 +361,12 @@ def test_ctrl_c_pauses_the_job_and_wait_resumes_it_without_resending():
 
     from tests.conftest import DATA
 
-    out = subprocess.run([sys.executable, "-c", CTRL_C.format(path=str(DATA / "contacts.csv"))],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", CTRL_C.format(path=str(DATA / "contacts.csv"))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "interrupted: paused False" in out.stdout
     assert "final: 196 196 [1]" in out.stdout

@@ -22,18 +22,21 @@ P = RetryPolicy()
 RNG = random.Random(0)
 
 
-@pytest.mark.parametrize(("kw", "retry", "why"), [
-    ({"status": 429, "headers": {"retry-after": "7"}}, True, "rate_limited"),
-    ({"status": 503}, True, "server_error"),
-    ({"status": 500, "idempotent": True}, True, "server_error"),
-    ({"status": 500, "idempotent": False}, False, "in_doubt"),
-    ({"status": 400}, False, "refused"),
-    ({"status": 404}, False, "refused"),
-    ({"status": 400, "busy": True}, True, "busy"),
-    ({"status": None, "transport": "connect", "idempotent": False}, True, "transport"),
-    ({"status": None, "transport": "read", "idempotent": True}, True, "transport"),
-    ({"status": None, "transport": "read", "idempotent": False}, False, "in_doubt"),
-])
+@pytest.mark.parametrize(
+    ("kw", "retry", "why"),
+    [
+        ({"status": 429, "headers": {"retry-after": "7"}}, True, "rate_limited"),
+        ({"status": 503}, True, "server_error"),
+        ({"status": 500, "idempotent": True}, True, "server_error"),
+        ({"status": 500, "idempotent": False}, False, "in_doubt"),
+        ({"status": 400}, False, "refused"),
+        ({"status": 404}, False, "refused"),
+        ({"status": 400, "busy": True}, True, "busy"),
+        ({"status": None, "transport": "connect", "idempotent": False}, True, "transport"),
+        ({"status": None, "transport": "read", "idempotent": True}, True, "transport"),
+        ({"status": None, "transport": "read", "idempotent": False}, False, "in_doubt"),
+    ],
+)
 def test_retry_policy_decides_by_status_transport_and_idempotency(kw, retry, why):
     d = P.decide(1, rng=RNG, **kw)
     assert (d.retry, d.why) == (retry, why)
@@ -53,10 +56,30 @@ ROWS = pl.Series([10, 11, 12, 13], dtype=pl.Int64)
 KEYS = pl.Series(["a", "b", "c", "d"])
 
 
-def _verdict(faults: list[Fault], *, named: bool = False, imported: int | None = None, rejected: int | None = None,
-             created: int | None = None, extra: tuple[Fault, ...] = (), keys: pl.Series | None = KEYS):
-    found = verdicts(Outcome("i", "finished", "Finished", tuple(faults), Totals(imported, rejected, {}, created),
-                             named=named, extra=extra), (), ROWS, keys)
+def _verdict(
+    faults: list[Fault],
+    *,
+    named: bool = False,
+    imported: int | None = None,
+    rejected: int | None = None,
+    created: int | None = None,
+    extra: tuple[Fault, ...] = (),
+    keys: pl.Series | None = KEYS,
+):
+    found = verdicts(
+        Outcome(
+            "i",
+            "finished",
+            "Finished",
+            tuple(faults),
+            Totals(imported, rejected, {}, created),
+            named=named,
+            extra=extra,
+        ),
+        (),
+        ROWS,
+        keys,
+    )
     return {r: (o, why) for r, o, why, _ in found.rows.rows()}, found.unmatched, found.reconciled
 
 
@@ -65,13 +88,16 @@ def test_faults_map_by_position_and_by_key_and_the_rest_is_accepted_when_totals_
     assert got == {11: ("rejected", "x"), 12: ("rejected", "y")} and unmatched == 0 and ok
 
 
-@pytest.mark.parametrize(("faults", "imported", "why"), [
-    ([Fault("x", index=1)], 2, "the vendor imported 2 of the 3 rows it did not fault"),
-    ([Fault("x", index=1)], None, "no totals to reconcile with"),
-    ([Fault("x", index=1), Fault("z", key="nope")], 3, "a fault names a key never sent"),
-    ([Fault("x", index=1), Fault("w", index=9)], 3, "a fault names a position never sent"),
-    ([Fault("x", index=1), Fault("v")], 3, "a fault names no row at all"),
-])
+@pytest.mark.parametrize(
+    ("faults", "imported", "why"),
+    [
+        ([Fault("x", index=1)], 2, "the vendor imported 2 of the 3 rows it did not fault"),
+        ([Fault("x", index=1)], None, "no totals to reconcile with"),
+        ([Fault("x", index=1), Fault("z", key="nope")], 3, "a fault names a key never sent"),
+        ([Fault("x", index=1), Fault("w", index=9)], 3, "a fault names a position never sent"),
+        ([Fault("x", index=1), Fault("v")], 3, "a fault names no row at all"),
+    ],
+)
 def test_rows_the_answer_does_not_cover_are_in_doubt_never_accepted(faults, imported, why):
     got, _, ok = _verdict(faults, imported=imported)
     assert not ok, why
@@ -122,13 +148,26 @@ def test_contacts_faults_csv_with_bom_and_any_header_case_maps_by_email():
     assert contact_faults(raw) == [Fault("Unsubscribed", key="karina@example.com")]
 
 
-@pytest.mark.parametrize("doc", [
-    {"code": 0, "message": "Success", "data": {"inserted": ["a"], "updated": ["b"],
-                                               "errors": ["c: email is not valid."], "warnings": []}},
-    {"inserted": ["a"], "updated": ["b"], "errors": [{"contact_key": "c", "message": "email is not valid."}]},
-    {"code": 0, "data": {"inserted": [{"contact_key": "a"}], "updated": [{"contactKey": "b"}],
-                         "errors": [{"key": "c", "error": "email is not valid."}]}},
-], ids=["data layout, text errors", "top-level layout, object errors", "object elements"])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {
+            "code": 0,
+            "message": "Success",
+            "data": {"inserted": ["a"], "updated": ["b"], "errors": ["c: email is not valid."], "warnings": []},
+        },
+        {"inserted": ["a"], "updated": ["b"], "errors": [{"contact_key": "c", "message": "email is not valid."}]},
+        {
+            "code": 0,
+            "data": {
+                "inserted": [{"contact_key": "a"}],
+                "updated": [{"contactKey": "b"}],
+                "errors": [{"key": "c", "error": "email is not valid."}],
+            },
+        },
+    ],
+    ids=["data layout, text errors", "top-level layout, object errors", "object elements"],
+)
 def test_dengage_answers_in_either_layout_name_the_rows_written_and_rejected(doc):
     import json
 
@@ -160,12 +199,22 @@ def _state(parts: dict[int, tuple[str, int]], input_rows: int, **extra: object) 
 def test_report_gives_every_row_one_outcome_from_its_partitions_state():
     plan_parts = pl.DataFrame({"partition": [0, 1, 2, 3, 4], "first_row": [0, 3, 5, 7, 9], "last_row": [2, 4, 6, 8, 9]})
     problems = pl.DataFrame({"row": [4], "column": ["email"], "code": ["invalid_email"], "problem": ["bad"]})
-    st = _state({0: (ev.FINISHED, 3), 1: (ev.IN_DOUBT, 1), 2: (ev.SUBMITTED, 2), 3: (ev.NOT_SENT, 2),
-                 4: (ev.PLANNED, 1)}, 10)
+    st = _state(
+        {0: (ev.FINISHED, 3), 1: (ev.IN_DOUBT, 1), 2: (ev.SUBMITTED, 2), 3: (ev.NOT_SENT, 2), 4: (ev.PLANNED, 1)}, 10
+    )
     rep = report(st, plan_parts, problems, running=True)
     assert rep["outcome"].cast(pl.String).to_list() == [
-        "accepted", "accepted", "accepted", "in_doubt", "invalid", "pending", "pending", "not_sent", "not_sent",
-        "queued"]
+        "accepted",
+        "accepted",
+        "accepted",
+        "in_doubt",
+        "invalid",
+        "pending",
+        "pending",
+        "not_sent",
+        "not_sent",
+        "queued",
+    ]
     assert rep["reason"].to_list()[3:5] == ["answer_lost", "invalid_email"]
     assert rep["reason"][7] == "cancelled" and rep["reason"][9] == "queued"
     assert rep["import_id"][5] == "imp2" and rep["partition"][4] is None
@@ -173,8 +222,10 @@ def test_report_gives_every_row_one_outcome_from_its_partitions_state():
 
 def test_a_vendor_fault_turns_only_its_row_rejected():
     plan_parts = pl.DataFrame({"partition": [0], "first_row": [0], "last_row": [2]})
-    faults = pl.DataFrame({"row": [1], "reason": ["Duplicate"], "detail": [None]},
-                          schema={"row": pl.Int64, "reason": pl.String, "detail": pl.String})
+    faults = pl.DataFrame(
+        {"row": [1], "reason": ["Duplicate"], "detail": [None]},
+        schema={"row": pl.Int64, "reason": pl.String, "detail": pl.String},
+    )
     st = _state({0: (ev.FINISHED, 3)}, 3, faults=faults)
     rep = report(st, plan_parts, pl.DataFrame(schema=cf._pipeline.PROBLEM_SCHEMA), running=False)
     assert rep["outcome"].cast(pl.String).to_list() == ["accepted", "rejected", "accepted"]
@@ -215,7 +266,7 @@ def test_a_qualtrics_batch_id_replaces_the_reserved_placeholder_and_never_grows_
     (p,) = list(sample("survey_transactions.csv").crm.payloads(t))
     body = t.reframe(p.body, "BT_abc")
     assert b'"batchId":"BT_abc"' in body and len(body) < len(p.body)
-    assert body.endswith(p.body[len(t.framing().prefix):])
+    assert body.endswith(p.body[len(t.framing().prefix) :])
 
 
 def test_qualtrics_submit_is_never_repeated_when_its_answer_is_lost():
@@ -223,11 +274,15 @@ def test_qualtrics_submit_is_never_repeated_when_its_answer_is_lost():
     would duplicate the transactions the vendor already took."""
     frame = sample("survey_transactions.csv")
     with sandbox(job_duration=0.1, time_scale=0.001) as sb:
-        made = httpx.post(sb.url + "/API/v3/directories/POOL_demo/transactionbatches", headers={"X-API-TOKEN": "t"},
-                          json={"transactionIds": [], "creationDate": "2026-11-30T10:00:00Z"})
+        made = httpx.post(
+            sb.url + "/API/v3/directories/POOL_demo/transactionbatches",
+            headers={"X-API-TOKEN": "t"},
+            json={"transactionIds": [], "creationDate": "2026-11-30T10:00:00Z"},
+        )
         bid = made.json()["result"]["id"]  # a batch made beforehand, as a user passing batch_id= has
-        t = sb.qualtrics().transaction_contacts("POOL_demo", "CG_demo", transaction_fields=["order_id", "amount"],
-                                                batch_id=bid)
+        t = sb.qualtrics().transaction_contacts(
+            "POOL_demo", "CG_demo", transaction_fields=["order_id", "amount"], batch_id=bid
+        )
         sb.config(p_drop=1.0)
         job = frame.crm.submit(t, check_account=False)
         sb.config(p_drop=0.0)

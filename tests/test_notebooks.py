@@ -15,8 +15,12 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 
 EXPECT = {
     "quickstart.ipynb": ["{'accepted': 1}", "stored in the sandbox: 197"],
-    "dotdigital.ipynb": ["{'accepted': 1} {'accepted': 1}", "stored orders: 297", "Did you mean 'LASTNAME'?",
-                         "'LASTNAME': '"],
+    "dotdigital.ipynb": [
+        "{'accepted': 1} {'accepted': 1}",
+        "stored orders: 297",
+        "Did you mean 'LASTNAME'?",
+        "'LASTNAME': '",
+    ],
     "qualtrics.ipynb": ["{'accepted': 1}", "transactions stored: 120"],
     "dengage.ipynb": ["{'accepted': 2}", "contacts stored: 198"],
 }
@@ -37,8 +41,11 @@ def run(path: Path) -> tuple[str, list[str]]:
                 widgets.append(data[WIDGET])
     state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
     # the panels' last drawn HTML, as a browser would show it from the saved widget state
-    panels = [m["state"]["value"] for m in state.values()
-              if m.get("model_name") == "HTMLModel" and "crmframes-job" in str(m["state"].get("value"))]
+    panels = [
+        m["state"]["value"]
+        for m in state.values()
+        if m.get("model_name") == "HTMLModel" and "crmframes-job" in str(m["state"].get("value"))
+    ]
     return "\n".join(texts), panels if widgets else []
 
 

@@ -94,8 +94,9 @@ def test_2_nothing_to_retry_journals_no_job():
 
 
 def test_3_a_repeated_email_whose_first_row_is_invalid_sends_the_second():
-    frame = pl.DataFrame({"email": ["ann@example.com", "ANN@example.com", "bo@example.com"],
-                          "SCORE": [float("nan"), 2.0, 3.0]})
+    frame = pl.DataFrame(
+        {"email": ["ann@example.com", "ANN@example.com", "bo@example.com"], "SCORE": [float("nan"), 2.0, 3.0]}
+    )
     with sandbox(**FAST, data_fields={"SCORE": "Numeric"}) as sb:
         job = frame.crm.submit(sb.dotdigital().contacts(8), progress=False)
         stored = sb.state(settled=True)["dotdigital"]["address_books"]["8"]
@@ -113,12 +114,16 @@ def test_3_a_repeated_email_whose_first_row_is_invalid_sends_the_second():
 def test_4_decimals_beyond_float_precision_keep_every_digit_in_every_body(conns):
     dd, qx, dn = conns
     exact = Decimal("12345678901234567.89")
-    frame = pl.DataFrame({"key": ["a"], "email": ["a@example.com"], "amount": [exact]},
-                         schema_overrides={"amount": pl.Decimal(38, 2)})
-    targets = [dd.transactional_data("orders", key="key", contact="email"),
-               dd.insight_data("orders", scope="contact", type="orders", key="key", contact="email"),
-               dd.contacts(1), qx.transaction_contacts("POOL_1", "CG_1", transaction_fields=["amount"]),
-               dn.contacts(columns=["contact_key", "email", "amount"])]
+    frame = pl.DataFrame(
+        {"key": ["a"], "email": ["a@example.com"], "amount": [exact]}, schema_overrides={"amount": pl.Decimal(38, 2)}
+    )
+    targets = [
+        dd.transactional_data("orders", key="key", contact="email"),
+        dd.insight_data("orders", scope="contact", type="orders", key="key", contact="email"),
+        dd.contacts(1),
+        qx.transaction_contacts("POOL_1", "CG_1", transaction_fields=["amount"]),
+        dn.contacts(columns=["contact_key", "email", "amount"]),
+    ]
     for t in targets:
         f = frame.rename({"key": "contact_key"}) if t.name == "dengage.contacts" else frame
         (body,) = [p.body for p in f.crm.payloads(t)]
@@ -132,20 +137,41 @@ def test_4_decimals_beyond_float_precision_keep_every_digit_in_every_body(conns)
 
 
 REJECT_ALL: dict[str, tuple[str, dict[str, Any], Any]] = {
-    "dotdigital.contacts": ("contacts.csv", {"contacts": {"Failed": 1}},
-                            lambda sb: sb.dotdigital().contacts(3).with_limits(max_bytes=3000)),
-    "dotdigital.transactional_data": ("orders.parquet", {"transactional": {"Failed": 1}},
-                                      lambda sb: sb.dotdigital().transactional_data(
-                                          "orders", key="order_id", contact="email").with_limits(max_bytes=6000)),
-    "dotdigital.insight_data": ("orders.parquet", {"insight": {"Failed": 1}},
-                                lambda sb: sb.dotdigital().insight_data(
-                                    "orders", scope="contact", type="orders", key="order_id").with_limits(max_bytes=6000)),
-    "qualtrics.transaction_contacts": ("survey_transactions.csv", {"qualtrics": {"failed": 1}},
-                                       lambda sb: sb.qualtrics().transaction_contacts(
-                                           "POOL_demo", "CG_demo", transaction_fields=["order_id"]).with_limits(
-                                           max_records=20)),
-    "dengage.contacts": ("dengage_contacts.csv", {},  # every key is new and inserts are off: all refused
-                         lambda sb: sb.dengage().contacts(insert_if_not_exists=False).with_limits(max_records=30)),
+    "dotdigital.contacts": (
+        "contacts.csv",
+        {"contacts": {"Failed": 1}},
+        lambda sb: sb.dotdigital().contacts(3).with_limits(max_bytes=3000),
+    ),
+    "dotdigital.transactional_data": (
+        "orders.parquet",
+        {"transactional": {"Failed": 1}},
+        lambda sb: (
+            sb.dotdigital().transactional_data("orders", key="order_id", contact="email").with_limits(max_bytes=6000)
+        ),
+    ),
+    "dotdigital.insight_data": (
+        "orders.parquet",
+        {"insight": {"Failed": 1}},
+        lambda sb: (
+            sb.dotdigital()
+            .insight_data("orders", scope="contact", type="orders", key="order_id")
+            .with_limits(max_bytes=6000)
+        ),
+    ),
+    "qualtrics.transaction_contacts": (
+        "survey_transactions.csv",
+        {"qualtrics": {"failed": 1}},
+        lambda sb: (
+            sb.qualtrics()
+            .transaction_contacts("POOL_demo", "CG_demo", transaction_fields=["order_id"])
+            .with_limits(max_records=20)
+        ),
+    ),
+    "dengage.contacts": (
+        "dengage_contacts.csv",
+        {},  # every key is new and inserts are off: all refused
+        lambda sb: sb.dengage().contacts(insert_if_not_exists=False).with_limits(max_records=30),
+    ),
 }
 
 
@@ -185,8 +211,9 @@ def test_6_missing_credentials_raise_before_any_journal_row_and_nothing_is_in_do
 def test_7_right_after_submit_wait_false_rows_are_queued_or_pending_never_not_sent():
     frame = sample("contacts.csv")
     with sandbox(job_duration=0.5, time_scale=0.001) as sb:
-        job = frame.crm.submit(sb.dotdigital().contacts(7).with_limits(max_bytes=3000, max_concurrent=1),
-                               wait=False, progress=False)
+        job = frame.crm.submit(
+            sb.dotdigital().contacts(7).with_limits(max_bytes=3000, max_concurrent=1), wait=False, progress=False
+        )
         early = job.report()
         assert "not_sent" not in set(early["outcome"].cast(pl.String))
         assert "queued" in set(early["outcome"].cast(pl.String))
@@ -197,11 +224,15 @@ def test_7_right_after_submit_wait_false_rows_are_queued_or_pending_never_not_se
 
 def test_7_jobs_counts_partitions_by_how_they_ended_failed_and_refused_included():
     with sandbox(**FAST, p_job_fail=1.0) as sb:
-        failed = sample("contacts.csv").crm.submit(sb.dotdigital().contacts(3).with_limits(max_bytes=8000),
-                                                   progress=False)
+        failed = sample("contacts.csv").crm.submit(
+            sb.dotdigital().contacts(3).with_limits(max_bytes=8000), progress=False
+        )
     with sandbox(**FAST) as sb:
-        cancelled = sample("contacts.csv").crm.submit(sb.dotdigital().contacts(4).with_limits(max_bytes=8000),
-                                                      wait=False, progress=False).cancel()
+        cancelled = (
+            sample("contacts.csv")
+            .crm.submit(sb.dotdigital().contacts(4).with_limits(max_bytes=8000), wait=False, progress=False)
+            .cancel()
+        )
         cancelled.wait()
     jobs = cf.jobs()
     row = jobs.filter(pl.col("job_id") == failed.id).row(0, named=True)
@@ -232,9 +263,12 @@ def _submit(**kw: Any) -> Any:
 
 BAD_OPTIONS: list[tuple[str, Any]] = [
     # dotdigital.contacts
-    ("address_book_id", lambda: _dd().contacts(None)), ("merge_option", lambda: _dd().contacts(1, merge_option=[1])),
-    ("email", lambda: _dd().contacts(1, email=5)), ("fields", lambda: _dd().contacts(1, fields="a")),
-    ("fields", lambda: _dd().contacts(1, fields=[1])), ("upload", lambda: _dd().contacts(1, upload=None)),
+    ("address_book_id", lambda: _dd().contacts(None)),
+    ("merge_option", lambda: _dd().contacts(1, merge_option=[1])),
+    ("email", lambda: _dd().contacts(1, email=5)),
+    ("fields", lambda: _dd().contacts(1, fields="a")),
+    ("fields", lambda: _dd().contacts(1, fields=[1])),
+    ("upload", lambda: _dd().contacts(1, upload=None)),
     ("poll_deadline", lambda: _dd().contacts(1, poll_deadline="1h")),
     # dotdigital.transactional_data
     ("collection", lambda: _dd().transactional_data(None, key="k")),
@@ -268,7 +302,8 @@ BAD_OPTIONS: list[tuple[str, Any]] = [
     ("columns", lambda: _dn().contacts(columns="contact_key")),
     ("columns", lambda: _dn().contacts(columns={"contact_key": 5})),
     # connections
-    ("region", lambda: cf.Dotdigital("u", "p", region=5)), ("base_url", lambda: cf.Dengage("u", "p", base_url=5)),
+    ("region", lambda: cf.Dotdigital("u", "p", region=5)),
+    ("base_url", lambda: cf.Dengage("u", "p", base_url=5)),
     ("datacenter", lambda: cf.Qualtrics("t", datacenter="no such place")),
     # with_limits
     ("max_rows", lambda: _dd().contacts(1).with_limits(max_rows=5)),
@@ -279,9 +314,13 @@ BAD_OPTIONS: list[tuple[str, Any]] = [
     ("max_concurrent", lambda: _dd().contacts(1).with_limits(max_concurrent=26)),
     ("min_interval", lambda: _dn().contacts().with_limits(min_interval=30)),
     # submit
-    ("max_reject_rate", _submit(max_reject_rate="20%")), ("max_reject_rate", _submit(max_reject_rate=2)),
-    ("progress", _submit(progress="loud")), ("retry", _submit(retry=5)), ("timeout", _submit(timeout=-1)),
-    ("sinks", _submit(sinks=[5])), ("wait", _submit(wait="yes")),
+    ("max_reject_rate", _submit(max_reject_rate="20%")),
+    ("max_reject_rate", _submit(max_reject_rate=2)),
+    ("progress", _submit(progress="loud")),
+    ("retry", _submit(retry=5)),
+    ("timeout", _submit(timeout=-1)),
+    ("sinks", _submit(sinks=[5])),
+    ("wait", _submit(wait="yes")),
 ]
 
 
@@ -317,8 +356,13 @@ print(job.counts())
 
 
 def test_10_dropped_answers_log_one_line_each_and_no_traceback(tmp_path):
-    out = subprocess.run([sys.executable, "-c", DROPS], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "CRMFRAMES_HOME": str(tmp_path)})
+    out = subprocess.run(
+        [sys.executable, "-c", DROPS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CRMFRAMES_HOME": str(tmp_path)},
+    )
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr and "Exception in ASGI" not in out.stderr
     drops = [line for line in out.stderr.splitlines() if "dropped the answer" in line]
@@ -348,7 +392,9 @@ def test_12_the_not_finite_hint_fixes_nan_and_infinity(conns):
 
 def test_12_an_email_with_edge_spaces_says_strip_it(conns):
     dd, _, dn = conns
-    frame = pl.DataFrame({"email": [" ann@example.com", "bo@example.com\t", "not an email "], "contact_key": ["1", "2", "3"]})
+    frame = pl.DataFrame(
+        {"email": [" ann@example.com", "bo@example.com\t", "not an email "], "contact_key": ["1", "2", "3"]}
+    )
     for t in (dd.contacts(1), dn.contacts()):
         got = frame.crm.validate(t).select("row", "code").rows()
         # an address bad even without its spaces is both (the first problem says strip, the next what is left)
@@ -358,8 +404,10 @@ def test_12_an_email_with_edge_spaces_says_strip_it(conns):
 
 def test_12_dengage_repeated_and_empty_contact_keys_are_invalid(conns):
     dn = conns[2]
-    frame = pl.DataFrame({"contact_key": ["k1", "k1", "", "  ", "k2"], "email": [None] * 5},
-                         schema={"contact_key": pl.String, "email": pl.String})
+    frame = pl.DataFrame(
+        {"contact_key": ["k1", "k1", "", "  ", "k2"], "email": [None] * 5},
+        schema={"contact_key": pl.String, "email": pl.String},
+    )
     got = frame.crm.validate(dn.contacts()).select("row", "code").rows()
     assert got == [(1, "duplicate_key"), (2, "empty_key"), (3, "empty_key")]
 
@@ -377,8 +425,12 @@ def test_12_the_journal_is_readable_by_its_owner_only_and_old_jobs_can_be_pruned
     time.sleep(0.05)
     assert cf.jobs(prune_older_than=0.01).height == 0
     assert not (home / "jobs" / job.id).exists(), "its lineage went with it"
-    out = subprocess.run([sys.executable, "-m", "crmframes", "jobs", "--older-than", "30d"], capture_output=True,
-                         text=True, env={**os.environ, "CRMFRAMES_HOME": str(home)})
+    out = subprocess.run(
+        [sys.executable, "-m", "crmframes", "jobs", "--older-than", "30d"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CRMFRAMES_HOME": str(home)},
+    )
     assert out.returncode == 0 and "pruned 0 job(s)" in out.stdout, out.stderr
     with pytest.raises(cf.ConfigError, match="prune_older_than"):
         cf.jobs(prune_older_than="a while")

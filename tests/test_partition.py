@@ -17,7 +17,9 @@ def naive(lengths: list[int], budget: int | None, max_records: int | None) -> li
     cur: list[int] = []
     size = 0
     for i, n in enumerate(lengths):
-        if cur and ((budget is not None and size + n > budget) or (max_records is not None and len(cur) >= max_records)):
+        if cur and (
+            (budget is not None and size + n > budget) or (max_records is not None and len(cur) >= max_records)
+        ):
             parts.append(cur)
             cur, size = [], 0
         cur.append(i)
@@ -58,7 +60,10 @@ def test_partition_closing_reason_names_the_binding_limit():
     p = Partitioner(row_budget=10, max_records=3)
     cuts = p.feed(np.array([4, 4, 4, 1, 1, 1, 1], dtype=np.int64))
     assert [(c.start, c.stop, c.closes) for c in cuts] == [
-        (0, 2, CLOSED_BY_BYTES), (2, 5, CLOSED_BY_RECORDS), (5, 7, None)]
+        (0, 2, CLOSED_BY_BYTES),
+        (2, 5, CLOSED_BY_RECORDS),
+        (5, 7, None),
+    ]
     assert p.finish()
 
 

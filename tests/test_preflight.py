@@ -52,9 +52,12 @@ def test_a_column_whose_type_cannot_become_the_fields_type_is_flagged():
     with cf.sandbox(**FAST, data_fields={"BIRTHDAY": "Date", "POINTS": "Numeric", "VIP": "Boolean"}) as sb:
         frame = people(BIRTHDAY=[True, False], POINTS=[dt.date(2020, 1, 1)] * 2, VIP=[True, False])
         got = account_rows(frame, sb.dotdigital().contacts(5))
-        fine = account_rows(people(BIRTHDAY=[dt.date(2020, 1, 1)] * 2, POINTS=[1.5, 2], VIP=["yes", "no"]),
-                            sb.dotdigital().contacts(5))
-    assert got["BIRTHDAY"][0] == "type_mismatch" and "Boolean, but the data field 'BIRTHDAY' is Date" in got["BIRTHDAY"][1]
+        fine = account_rows(
+            people(BIRTHDAY=[dt.date(2020, 1, 1)] * 2, POINTS=[1.5, 2], VIP=["yes", "no"]), sb.dotdigital().contacts(5)
+        )
+    assert (
+        got["BIRTHDAY"][0] == "type_mismatch" and "Boolean, but the data field 'BIRTHDAY' is Date" in got["BIRTHDAY"][1]
+    )
     assert got["POINTS"][0] == "type_mismatch" and "VIP" not in got
     assert fine == {}
 
@@ -111,8 +114,9 @@ def test_dengage_and_qualtrics_map_their_named_fields_without_renaming_the_frame
         frame.crm.plan(t)
     (record,) = json.loads(next(iter(frame.drop("shoe").crm.payloads(t))).body)["contactDatas"]
     assert record == {"contact_key": "k1", "email": "ann@example.com", "name": "Ann"}
-    q = qx.transaction_contacts("POOL_1", "CG_1", contact_fields={"email": "mail", "firstName": "first",
-                                                                   "extRef": "customer_id"})
+    q = qx.transaction_contacts(
+        "POOL_1", "CG_1", contact_fields={"email": "mail", "firstName": "first", "extRef": "customer_id"}
+    )
     (contact,) = json.loads(next(iter(frame.crm.payloads(q))).body)["contacts"]
     assert contact == {"firstName": "Ann", "email": "ann@example.com", "extRef": "k1", "embeddedData": {"shoe": "42"}}
 
@@ -134,8 +138,9 @@ def test_an_insight_collection_of_another_scope_or_type_is_refused_a_new_one_is_
     known = [e.lower() for e in frame["email"]]
     with cf.sandbox(**FAST, contacts=known) as sb:
         dd = sb.dotdigital()
-        first = frame.crm.submit(dd.insight_data("orders_v3", scope="contact", type="orders", key="order_id"),
-                                 progress=False)
+        first = frame.crm.submit(
+            dd.insight_data("orders_v3", scope="contact", type="orders", key="order_id"), progress=False
+        )
         assert first.counts()["accepted"] > 0
         clash = dd.insight_data("orders_v3", scope="account", type="catalog", key="order_id")
         got = account_rows(frame.drop("email"), clash)
@@ -160,14 +165,45 @@ def test_the_cli_validates_against_the_account():
         path = Path(sb.url.split("//")[1].replace(":", "_") + ".csv")
         try:
             people(lastnme=["A", "B"]).write_csv(path)
-            out = subprocess.run([sys.executable, "-m", "crmframes", "validate", str(path), "--to",
-                                  "dotdigital.contacts", "-o", "address_book_id=5", "--account"],
-                                 capture_output=True, text=True, timeout=120,
-                                 env={"DOTDIGITAL_USERNAME": "u", "DOTDIGITAL_PASSWORD": "p",
-                                      "DOTDIGITAL_BASE_URL": sb.url, "PATH": "/usr/bin:/bin"})
-            offline = subprocess.run([sys.executable, "-m", "crmframes", "validate", str(path), "--to",
-                                      "dotdigital.contacts", "-o", "address_book_id=5"],
-                                     capture_output=True, text=True, timeout=120)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "crmframes",
+                    "validate",
+                    str(path),
+                    "--to",
+                    "dotdigital.contacts",
+                    "-o",
+                    "address_book_id=5",
+                    "--account",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={
+                    "DOTDIGITAL_USERNAME": "u",
+                    "DOTDIGITAL_PASSWORD": "p",
+                    "DOTDIGITAL_BASE_URL": sb.url,
+                    "PATH": "/usr/bin:/bin",
+                },
+            )
+            offline = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "crmframes",
+                    "validate",
+                    str(path),
+                    "--to",
+                    "dotdigital.contacts",
+                    "-o",
+                    "address_book_id=5",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
         finally:
             path.unlink(missing_ok=True)
     assert out.returncode == 1 and "unmapped_column" in out.stdout, out.stdout + out.stderr
@@ -187,8 +223,10 @@ V3 = "dotdigital-insight-data-service.json"
 
 
 def test_the_account_answers_match_dotdigitals_openapi_documents():
-    with cf.sandbox(**FAST, data_fields={"VIP": "Boolean"}) as sb, \
-            httpx.Client(base_url=sb.url, auth=("u", "p"), timeout=10) as c:
+    with (
+        cf.sandbox(**FAST, data_fields={"VIP": "Boolean"}) as sb,
+        httpx.Client(base_url=sb.url, auth=("u", "p"), timeout=10) as c,
+    ):
         book = c.get("/v2/address-books/5")
         missing = c.get("/v2/address-books/404")
         fields = c.get("/v2/data-fields")
@@ -205,8 +243,9 @@ def test_the_account_answers_match_dotdigitals_openapi_documents():
     assert created.status_code == 201
     _schema(V2, {"$ref": "#/components/schemas/ApiDataField"}).validate(created.json())
     assert again.status_code == 400 and "ERROR_NON_UNIQUE_DATAFIELD" in again.json()["message"]
-    _schema(V2, {"type": "array", "items": {"$ref": "#/components/schemas/ApiTransactionalDataCollection"}}
-            ).validate(collections.json())
+    _schema(V2, {"type": "array", "items": {"$ref": "#/components/schemas/ApiTransactionalDataCollection"}}).validate(
+        collections.json()
+    )
     _schema(V3, {"type": "array", "items": {"$ref": "#/components/schemas/collectionSummary"}}).validate(insight.json())
 
 
@@ -218,8 +257,11 @@ def test_the_preflight_asks_only_documented_paths_and_a_created_field_body_match
     v3 = json.loads(Path(SPECS, V3).read_text())["paths"]
     dd = cf.Dotdigital("u", "p")
     frame = people(FIRSTNAME=["A", "B"])
-    for t in (dd.contacts(5), dd.transactional_data("orders", key="email", scope="account"),
-              dd.insight_data("orders", scope="contact", type="orders", key="email")):
+    for t in (
+        dd.contacts(5),
+        dd.transactional_data("orders", key="email", scope="account"),
+        dd.insight_data("orders", scope="contact", type="orders", key="email"),
+    ):
         flow = t.account_checks(frame.schema)
         assert flow is not None
         step = flow.send(None)
@@ -229,9 +271,12 @@ def test_the_preflight_asks_only_documented_paths_and_a_created_field_body_match
             path = req.path.replace("/5", "/{id}")
             assert path in v2 or path in v3, path
             assert req.method.lower() in (v2.get(path) or v3.get(path)), (req.method, path)
-            answer = {"/v2/address-books/{id}": {"id": 5, "name": "b"}, "/v2/data-fields": [],
-                      "/v2/contacts/transactional-data-collections": [],
-                      "/insightData/v3/collections": []}[path]
+            answer = {
+                "/v2/address-books/{id}": {"id": 5, "name": "b"},
+                "/v2/data-fields": [],
+                "/v2/contacts/transactional-data-collections": [],
+                "/insightData/v3/collections": [],
+            }[path]
             from crmframes._flow import Reply
 
             try:

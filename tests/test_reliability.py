@@ -52,6 +52,7 @@ def test_thirty_percent_429_ten_percent_5xx_and_dropped_answers_end_in_the_same_
 
 # --- bad input: each case gets its clear error or problem rows, and nothing invalid is sent ---
 
+
 def _orders_target(sb: cf.sandbox) -> cf.Target:  # type: ignore[valid-type]
     return sb.dotdigital().transactional_data("orders", key="order_id", contact="email")
 
@@ -84,10 +85,12 @@ def test_bad_rows_are_reported_invalid_and_never_sent(name):
 
 
 FRAME_CASES = {
-    "missing column": (pl.DataFrame({"orderid": ["o1"], "email": [KNOWN[0]]}), cf.ColumnNotFoundError,
-                       r"order_id.*Did you mean 'orderid'"),
-    "wrong type": (pl.DataFrame({"order_id": ["o1"], "email": [KNOWN[0]], "blob": [b"\x00"]}), cf.FrameError,
-                   "blob"),
+    "missing column": (
+        pl.DataFrame({"orderid": ["o1"], "email": [KNOWN[0]]}),
+        cf.ColumnNotFoundError,
+        r"order_id.*Did you mean 'orderid'",
+    ),
+    "wrong type": (pl.DataFrame({"order_id": ["o1"], "email": [KNOWN[0]], "blob": [b"\x00"]}), cf.FrameError, "blob"),
     "not a frame": ({"order_id": ["o1"]}, cf.FrameError, "polars DataFrame"),
 }
 
@@ -110,12 +113,16 @@ def test_an_empty_frame_is_a_finished_job_with_an_empty_report_and_no_request():
 
 # --- the errors a user meets: vendor, call, what to do; the job stays resumable ---
 
+
 def test_vendor_down_longer_than_the_retry_budget_leaves_the_job_resumable():
     frame = sample("contacts.csv")
     with sandbox(job_duration=0.05, time_scale=0.001, p5xx=1.0) as sb:
         t = sb.dotdigital().contacts(21)
-        with pytest.raises(cf.VendorUnavailableError, match=r"Dotdigital refused the submit call \(HTTP 503\).*"
-                                                             r"resumable") as err:
+        with pytest.raises(
+            cf.VendorUnavailableError,
+            match=r"Dotdigital refused the submit call \(HTTP 503\).*"
+            r"resumable",
+        ) as err:
             # the vendor went down after the preflight: the submit itself meets it
             frame.crm.submit(t, retry=cf.RetryPolicy(attempts=3, backoff=0.001), check_account=False)
         job = err.value.job
@@ -162,27 +169,41 @@ def test_retry_failed_resends_only_rows_whose_failure_may_be_transient():
 
 # --- secrets never reach the journal, logs, reprs or display text ---
 
+
 def test_secrets_appear_nowhere_after_runs_that_use_them(caplog, tmp_path, monkeypatch):
     monkeypatch.setenv("CRMFRAMES_HOME", str(tmp_path))
     secrets = {"dd": "dd-Secret-8c1f", "qx": "qx-Secret-77aa", "dn": "dn-Secret-3b9e"}
     caplog.set_level(logging.DEBUG)
-    creds = {"dotdigital": ("apiuser@example.com", secrets["dd"]), "qualtrics": (secrets["qx"],),
-             "dengage": ("dn-user", secrets["dn"])}
+    creds = {
+        "dotdigital": ("apiuser@example.com", secrets["dd"]),
+        "qualtrics": (secrets["qx"],),
+        "dengage": ("dn-user", secrets["dn"]),
+    }
     texts = []
     with sandbox(credentials=creds, job_duration=0.05, time_scale=0.001, p429=0.2) as sb:
         dd = cf.Dotdigital("apiuser@example.com", secrets["dd"], base_url=sb.url)
         qx = cf.Qualtrics(secrets["qx"], base_url=sb.url)
         dn = cf.Dengage("dn-user", secrets["dn"], base_url=sb.url)
-        jobs = [sample("contacts.csv").crm.submit(dd.contacts(3)),
-                sample("survey_transactions.csv").crm.submit(
-                    qx.transaction_contacts("POOL_a", "CG_a", transaction_fields=["order_id"])),
-                sample("dengage_contacts.csv").with_columns(pl.col("birth_date").cast(pl.String))
-                .crm.submit(dn.contacts())]
+        jobs = [
+            sample("contacts.csv").crm.submit(dd.contacts(3)),
+            sample("survey_transactions.csv").crm.submit(
+                qx.transaction_contacts("POOL_a", "CG_a", transaction_fields=["order_id"])
+            ),
+            sample("dengage_contacts.csv").with_columns(pl.col("birth_date").cast(pl.String)).crm.submit(dn.contacts()),
+        ]
         token = _engine.engine().sessions[dn].token
         for j in jobs:
             assert j.counts().get("accepted", 0) > 100
-            texts += [repr(j), j._repr_html_(), repr(j.target), str(j.status()), str(j.report()), repr(j.plan),
-                      j.plan._repr_html_(), str(j.failed_rows())]
+            texts += [
+                repr(j),
+                j._repr_html_(),
+                repr(j.target),
+                str(j.status()),
+                str(j.report()),
+                repr(j.plan),
+                j.plan._repr_html_(),
+                str(j.failed_rows()),
+            ]
         texts += [repr(dd), repr(qx), repr(dn), caplog.text, str(cf.jobs())]
     files = b"".join(p.read_bytes() for p in Path(tmp_path).rglob("*") if p.is_file())
     assert token and caplog.text.count(" finished ") >= 3

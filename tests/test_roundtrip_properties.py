@@ -12,11 +12,27 @@ from hypothesis import strategies as st
 import crmframes as cf
 from tests.conftest import connections, decode
 
-NASTY = ['"', ",", "\n", "\r\n", "\u2028", "\u2029", "\\", "\x01", "\t", " lead", "trail ", "é李😀", "</script>", "null", ""]
+NASTY = [
+    '"',
+    ",",
+    "\n",
+    "\r\n",
+    "\u2028",
+    "\u2029",
+    "\\",
+    "\x01",
+    "\t",
+    " lead",
+    "trail ",
+    "é李😀",
+    "</script>",
+    "null",
+    "",
+]
 text = st.one_of(
     st.sampled_from(NASTY),
     st.text(st.characters(codec="utf-8", exclude_characters="\x00", exclude_categories=["Cs"]), max_size=60),
-    st.text(alphabet="abc ,\"\n", min_size=100, max_size=400),  # long values: wide rows
+    st.text(alphabet='abc ,"\n', min_size=100, max_size=400),  # long values: wide rows
 )
 local = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_+-éü", min_size=1, max_size=20)
 
@@ -25,25 +41,56 @@ local = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_+-éü", min_size
 def frames(draw: st.DrawFn) -> pl.DataFrame:
     n = draw(st.integers(1, 40))
     locals_ = draw(st.lists(local, min_size=n, max_size=n))
-    return pl.DataFrame({
-        "email": [f"{u}{i}@example.com" for i, u in enumerate(locals_)],
-        "key": [f"k{i}" for i in range(n)],
-        "note": draw(st.lists(st.one_of(st.none(), text), min_size=n, max_size=n)),
-        "n": draw(st.lists(st.one_of(st.none(), st.integers(-(2**53), 2**53)), min_size=n, max_size=n)),
-        "f": draw(st.lists(st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False, width=64)),
-                           min_size=n, max_size=n)),
-        "b": draw(st.lists(st.one_of(st.none(), st.booleans()), min_size=n, max_size=n)),
-        "d": draw(st.lists(st.one_of(st.none(), st.dates(dt.date(1900, 1, 1), dt.date(2100, 1, 1))), min_size=n, max_size=n)),
-        "ts": draw(st.lists(st.one_of(st.none(), st.datetimes(dt.datetime(1970, 1, 1), dt.datetime(2100, 1, 1)).map(
-            lambda x: x.replace(microsecond=x.microsecond // 1000 * 1000))), min_size=n, max_size=n)),
-    }, schema={"email": pl.String, "key": pl.String, "note": pl.String, "n": pl.Int64, "f": pl.Float64,
-               "b": pl.Boolean, "d": pl.Date, "ts": pl.Datetime("us")})
+    return pl.DataFrame(
+        {
+            "email": [f"{u}{i}@example.com" for i, u in enumerate(locals_)],
+            "key": [f"k{i}" for i in range(n)],
+            "note": draw(st.lists(st.one_of(st.none(), text), min_size=n, max_size=n)),
+            "n": draw(st.lists(st.one_of(st.none(), st.integers(-(2**53), 2**53)), min_size=n, max_size=n)),
+            "f": draw(
+                st.lists(
+                    st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False, width=64)),
+                    min_size=n,
+                    max_size=n,
+                )
+            ),
+            "b": draw(st.lists(st.one_of(st.none(), st.booleans()), min_size=n, max_size=n)),
+            "d": draw(
+                st.lists(
+                    st.one_of(st.none(), st.dates(dt.date(1900, 1, 1), dt.date(2100, 1, 1))), min_size=n, max_size=n
+                )
+            ),
+            "ts": draw(
+                st.lists(
+                    st.one_of(
+                        st.none(),
+                        st.datetimes(dt.datetime(1970, 1, 1), dt.datetime(2100, 1, 1)).map(
+                            lambda x: x.replace(microsecond=x.microsecond // 1000 * 1000)
+                        ),
+                    ),
+                    min_size=n,
+                    max_size=n,
+                )
+            ),
+        },
+        schema={
+            "email": pl.String,
+            "key": pl.String,
+            "note": pl.String,
+            "n": pl.Int64,
+            "f": pl.Float64,
+            "b": pl.Boolean,
+            "d": pl.Date,
+            "ts": pl.Datetime("us"),
+        },
+    )
 
 
 def targets() -> list[cf.Target]:
     dd, qx, dn = connections()
     return [
-        dd.contacts(1), dd.contacts(2, 0, upload="json"),
+        dd.contacts(1),
+        dd.contacts(2, 0, upload="json"),
         dd.transactional_data("orders", key="key", contact="email"),
         dd.insight_data("orders", scope="contact", type="orders", key="key"),
         dd.insight_data("catalog_x", scope="account", type="catalog", key="key", fields=["note", "n", "f"]),
@@ -103,8 +150,13 @@ MISSING = object()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(df=frames(), max_bytes=st.integers(700, 6000), max_records=st.integers(1, 25), chunk=st.integers(1, 50),
-       lazy=st.booleans())
+@given(
+    df=frames(),
+    max_bytes=st.integers(700, 6000),
+    max_records=st.integers(1, 25),
+    chunk=st.integers(1, 50),
+    lazy=st.booleans(),
+)
 def test_bodies_respect_limits_keep_rows_once_in_order_and_decode_to_input(df, max_bytes, max_records, chunk, lazy):
     rows = df.to_dicts()
     for base in targets():

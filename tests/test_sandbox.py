@@ -30,8 +30,18 @@ def served() -> Iterator[ServedSandbox]:
 @pytest.fixture
 def sb(served: ServedSandbox) -> ServedSandbox:
     httpx.post(served.url + "/_sandbox/reset")
-    served.config(latency=0, job_duration=0.3, time_scale=1, p429=0, p5xx=0, p_drop=0, p_job_fail=0, seed=1,
-                  status_mix={}, variants=[])
+    served.config(
+        latency=0,
+        job_duration=0.3,
+        time_scale=1,
+        p429=0,
+        p5xx=0,
+        p_drop=0,
+        p_job_fail=0,
+        seed=1,
+        status_mix={},
+        variants=[],
+    )
     return served
 
 
@@ -56,12 +66,14 @@ def dd_schema(name: str, spec: str = "dotdigital-v2-api-swagger.json", patch=Non
     return OAS30Validator({"$ref": f"#/components/schemas/{name}", "components": components})
 
 
-CSV = ("Email,FirstName,City\r\n"
-       "ann@example.com,Ann,London\r\n"
-       "not-an-email,Bad,Leeds\r\n"
-       "ANN@example.com,Dup,Paris\r\n"
-       "suppressed.user@example.com,Sup,\"Stratford, \"\"upon\"\" Avon\"\r\n"
-       "ben@example.com,Ben,\"Line\nBreak\"\r\n")
+CSV = (
+    "Email,FirstName,City\r\n"
+    "ann@example.com,Ann,London\r\n"
+    "not-an-email,Bad,Leeds\r\n"
+    "ANN@example.com,Dup,Paris\r\n"
+    'suppressed.user@example.com,Sup,"Stratford, ""upon"" Avon"\r\n'
+    'ben@example.com,Ben,"Line\nBreak"\r\n'
+)
 
 
 def multipart(csv_text: str, filename: str | None = "c.csv") -> dict[str, object]:
@@ -84,8 +96,12 @@ def test_contacts_import_runs_through_states_and_reports_counts_and_faults(sb):
         assert wait_until(lambda: c.get(f"/v2/contacts/import/{iid}").json()["status"] == "Finished")
         report = c.get(f"/v2/contacts/import/{iid}/report").json()
         dd_schema("ApiContactImportReport").validate(report)
-        assert (report["newContacts"], report["invalidEntries"], report["duplicateEmails"],
-                report["globallySuppressed"]) == (2, 1, 1, 1)
+        assert (
+            report["newContacts"],
+            report["invalidEntries"],
+            report["duplicateEmails"],
+            report["globallySuppressed"],
+        ) == (2, 1, 1, 1)
         faults = c.get(f"/v2/contacts/import/{iid}/report-faults").content
         assert faults.startswith(b"\xef\xbb\xbfReason,email,firstname,city\r\n")
         text = faults.decode("utf-8-sig")
@@ -98,7 +114,9 @@ def test_contacts_import_accepts_the_json_base64_form_and_merge_option_numbers(s
     body = {"FileName": "c.csv", "data": base64.b64encode(b"email\r\nx@example.com\r\n").decode()}
     with client(sb, auth=DD) as c:
         for option in ("0", "1", "2", "overwrite"):
-            assert c.post(f"/v2/address-books/5/contacts/import/with-merge-option/{option}", json=body).status_code == 202
+            assert (
+                c.post(f"/v2/address-books/5/contacts/import/with-merge-option/{option}", json=body).status_code == 202
+            )
 
 
 def test_multipart_part_without_filename_is_rejected_as_the_vendor_documents(sb):
@@ -107,10 +125,13 @@ def test_multipart_part_without_filename_is_rejected_as_the_vendor_documents(sb)
     assert r.status_code == 400 and r.json() == {"message": "file must be valid"}
 
 
-@pytest.mark.parametrize(("path", "status", "code"), [
-    ("/v2/address-books/5/contacts/import/with-merge-option/Sometimes", 400, "ERROR_PARAMETER_INVALID"),
-    ("/v2/address-books/404/contacts/import/with-merge-option/0", 404, "ERROR_ADDRESSBOOK_NOT_FOUND"),
-])
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/v2/address-books/5/contacts/import/with-merge-option/Sometimes", 400, "ERROR_PARAMETER_INVALID"),
+        ("/v2/address-books/404/contacts/import/with-merge-option/0", 404, "ERROR_ADDRESSBOOK_NOT_FOUND"),
+    ],
+)
 def test_bad_merge_option_and_unknown_address_book_get_v2_errors(sb, path, status, code):
     with client(sb, auth=DD) as c:
         r = c.post(path, **multipart(CSV))
@@ -126,8 +147,12 @@ def test_missing_email_column_is_refused(sb):
 def test_the_26th_active_contact_import_is_refused(sb):
     sb.config(job_duration=30)
     with client(sb, auth=DD) as c:
-        codes = [c.post("/v2/address-books/5/contacts/import/with-merge-option/0",
-                        **multipart("Email\r\na@example.com\r\n")).status_code for _ in range(26)]
+        codes = [
+            c.post(
+                "/v2/address-books/5/contacts/import/with-merge-option/0", **multipart("Email\r\na@example.com\r\n")
+            ).status_code
+            for _ in range(26)
+        ]
         last = c.post("/v2/address-books/5/contacts/import/with-merge-option/0", **multipart("Email\r\n"))
     assert codes[:25] == [202] * 25 and codes[25] == 400
     assert last.json()["message"].endswith("ERROR_IMPORT_TOOMANYACTIVEIMPORTS")
@@ -155,7 +180,10 @@ def test_transactional_data_reports_faults_by_key_and_stores_accepted_records(sb
     dd_schema("ApiTransactionalDataImportReport").validate(report)
     assert (report["totalItems"], report["totalImported"], report["totalRejected"]) == (5, 2, 3)
     assert {(f["key"], f["reason"]) for f in report["faults"]} == {
-        ("o2", "ContactEmailDoesNotExist"), ("o1", "DuplicateKey"), ("o4", "InvalidJson")}
+        ("o2", "ContactEmailDoesNotExist"),
+        ("o1", "DuplicateKey"),
+        ("o4", "InvalidJson"),
+    }
     assert sb.state()["dotdigital"]["collections"] == {"orders": {"o1": 1, "o3": 1}}
 
 
@@ -181,9 +209,11 @@ def insight(records: list[dict], name: str = "orders") -> dict:
 
 def test_insight_import_reports_summary_and_failures(sb):
     sb.config(contacts=["known@example.com"])
-    recs = [{"key": "1", "contactIdentity": {"identifier": "email", "value": "known@example.com"}, "json": {"a": 1}},
-            {"key": 2, "contactIdentity": {"identifier": "email", "value": "nobody@example.com"}, "json": {"a": 2}},
-            {"key": "3", "contactIdentity": {"identifier": "email", "value": "known@example.com"}, "json": {"a": [[1]]}}]
+    recs = [
+        {"key": "1", "contactIdentity": {"identifier": "email", "value": "known@example.com"}, "json": {"a": 1}},
+        {"key": 2, "contactIdentity": {"identifier": "email", "value": "nobody@example.com"}, "json": {"a": 2}},
+        {"key": "3", "contactIdentity": {"identifier": "email", "value": "known@example.com"}, "json": {"a": [[1]]}},
+    ]
     with client(sb, auth=DD) as c:
         r = c.put("/insightData/v3/import", json=insight(recs))
         assert r.status_code == 202
@@ -193,7 +223,9 @@ def test_insight_import_reports_summary_and_failures(sb):
     dd_schema("inline_response_200", "dotdigital-insight-data-service.json", _finished_is_a_status).validate(status)
     assert status["summary"] == {"totalRecords": 3, "totalImported": 1, "totalRejected": 2}
     assert {(f["key"], f["failureReason"]) for f in status["failures"]} == {
-        ("2", "ContactEmailDoesNotExist"), ("3", "JsonContainsNestedArray")}
+        ("2", "ContactEmailDoesNotExist"),
+        ("3", "JsonContainsNestedArray"),
+    }
     assert sb.state()["dotdigital"]["collections"] == {"orders": {"1": 1}}
 
 
@@ -214,7 +246,9 @@ def test_insight_errors_use_the_v3_envelope(sb):
         unknown = c.get("/insightData/v3/import/d7de900d-d337-43f6-b1e1-c8ec73e1a434")
         invalid = c.get("/insightData/v3/import/not-a-guid")
     assert bad_json.status_code == 400 and bad_json.json() == {
-        "errorCode": "insightData:badJson", "description": "The request JSON is badly formed"}
+        "errorCode": "insightData:badJson",
+        "description": "The request JSON is badly formed",
+    }
     assert bad_name.status_code == 400 and bad_name.json()["details"][0]["item"] == "collectionName"
     assert unknown.status_code == 404 and unknown.json()["errorCode"] == "insightData:importNotFound"
     assert invalid.status_code == 400 and invalid.json()["errorCode"] == "insightData:invalidId"
@@ -226,7 +260,9 @@ def test_insight_errors_use_the_v3_envelope(sb):
 def test_qualtrics_transaction_import_flags_unprocessed_and_invalid_emails(sb):
     base = "/API/v3/directories/POOL_1"
     with client(sb, headers=QX) as c:
-        batch = c.post(f"{base}/transactionbatches", json={"transactionIds": [], "creationDate": "2026-11-22T10:00:00Z"})
+        batch = c.post(
+            f"{base}/transactionbatches", json={"transactionIds": [], "creationDate": "2026-11-22T10:00:00Z"}
+        )
         assert batch.status_code == 200 and batch.json()["meta"]["httpStatus"] == "200 - OK"
         bid = batch.json()["result"]["id"]
         contacts = [
@@ -236,8 +272,10 @@ def test_qualtrics_transaction_import_flags_unprocessed_and_invalid_emails(sb):
             {"email": "broken@@example", "transactionData": {"order": "2"}},
             {"email": "d@example.com", "embeddedData": "not an object"},
         ]
-        r = c.post(f"{base}/mailinglists/CG_1/transactioncontacts",
-                   json={"transactionMeta": {"batchId": bid, "fields": ["order"]}, "contacts": contacts})
+        r = c.post(
+            f"{base}/mailinglists/CG_1/transactioncontacts",
+            json={"transactionMeta": {"batchId": bid, "fields": ["order"]}, "contacts": contacts},
+        )
         assert r.status_code == 200
         result = r.json()["result"]
         assert result["contacts"]["unprocessed"] == [1, 2, 4] and result["status"] == "inProgress"
@@ -291,17 +329,29 @@ def dn_login(c: httpx.Client) -> str:
 
 
 def bulk(records: list[dict], columns: list[str] | None = None, insert: bool = True) -> dict:
-    return {"columns": columns or ["contact_key", "email"], "contactDatas": records,
-            "insertIfNotExists": insert, "throwExceptionIfInvalidRecord": False}
+    return {
+        "columns": columns or ["contact_key", "email"],
+        "contactDatas": records,
+        "insertIfNotExists": insert,
+        "throwExceptionIfInvalidRecord": False,
+    }
 
 
 def test_dengage_bulk_upsert_reports_inserted_updated_and_errors(sb):
     sb.config(time_scale=0.001)  # the one-minute interval becomes 60 ms
     with client(sb) as c:
         auth = {"Authorization": "Bearer " + dn_login(c)}
-        r = c.post("/rest/bulk/contacts", headers=auth, json=bulk(
-            [{"contact_key": "k1", "email": "a@example.com"}, {"contact_key": "k2", "email": "bad"},
-             {"contact_key": None, "email": "c@example.com"}]))
+        r = c.post(
+            "/rest/bulk/contacts",
+            headers=auth,
+            json=bulk(
+                [
+                    {"contact_key": "k1", "email": "a@example.com"},
+                    {"contact_key": "k2", "email": "bad"},
+                    {"contact_key": None, "email": "c@example.com"},
+                ]
+            ),
+        )
         assert r.status_code == 200 and r.headers["x-sandbox-time-scale"] == "0.001"
         data = r.json()["data"]
         assert r.json()["code"] == 0 and data["inserted"] == ["k1"] and len(data["errors"]) == 2
@@ -309,8 +359,11 @@ def test_dengage_bulk_upsert_reports_inserted_updated_and_errors(sb):
         r2 = c.post("/rest/bulk/contacts", headers=auth, json=bulk([{"contact_key": "k1", "email": "a@example.com"}]))
         assert r2.json()["data"]["updated"] == ["k1"]
         time.sleep(0.07)
-        unknown = c.post("/rest/bulk/contacts", headers=auth,
-                         json=bulk([{"contact_key": "k9", "shoe_size": 9}], columns=["contact_key", "shoe_size"]))
+        unknown = c.post(
+            "/rest/bulk/contacts",
+            headers=auth,
+            json=bulk([{"contact_key": "k9", "shoe_size": 9}], columns=["contact_key", "shoe_size"]),
+        )
         assert "shoe_size" in unknown.json()["data"]["errors"][0]
     assert sb.state()["dengage"]["contacts"] == {"k1": 2}
 
@@ -331,7 +384,9 @@ def test_dengage_rejects_bad_batches_and_bad_tokens(sb):
         assert c.post("/rest/bulk/contacts", json=bulk([{"contact_key": "k"}])).status_code == 401
         assert c.post("/rest/login", json={"userkey": "", "password": "x"}).status_code == 401
         auth = {"Authorization": "Bearer " + dn_login(c)}
-        too_many = c.post("/rest/bulk/contacts", headers=auth, json=bulk([{"contact_key": str(i)} for i in range(1001)]))
+        too_many = c.post(
+            "/rest/bulk/contacts", headers=auth, json=bulk([{"contact_key": str(i)} for i in range(1001)])
+        )
         assert too_many.status_code == 400 and too_many.json()["code"] == 11
         time.sleep(0.4)
         assert c.post("/rest/bulk/contacts", headers=auth, json=bulk([{"contact_key": "k"}])).status_code == 401
@@ -428,15 +483,32 @@ def test_config_endpoint_validates_knobs(sb):
         assert c.post("/_sandbox/config", json={"job_duration": 2}).json()["job_duration"] == 2.0
 
 
-@pytest.mark.parametrize(("method", "path", "kwargs", "status"), [
-    ("post", "/v2/contacts/transactional-data/import/orders", {"content": b"[{", "headers": {"content-type": "application/json"}}, 400),
-    ("post", "/v2/address-books/5/contacts/import/with-merge-option/0", {"content": b"x", "headers": {"content-type": "text/plain"}}, 400),
-    ("post", "/v2/contacts/transactional-data/import/orders", {"json": {"not": "an array"}}, 400),
-    ("post", "/v2/contacts/transactional-data/import/orders", {"json": [1, "x", None]}, 202),
-    ("get", "/v2/contacts/import/unknown-id/report-faults", {}, 404),
-    ("post", "/v2/address-books/5/contacts/import/with-merge-option/0",
-     {"content": b"x" * 50_000_001, "headers": {"content-type": "application/json"}}, 413),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        (
+            "post",
+            "/v2/contacts/transactional-data/import/orders",
+            {"content": b"[{", "headers": {"content-type": "application/json"}},
+            400,
+        ),
+        (
+            "post",
+            "/v2/address-books/5/contacts/import/with-merge-option/0",
+            {"content": b"x", "headers": {"content-type": "text/plain"}},
+            400,
+        ),
+        ("post", "/v2/contacts/transactional-data/import/orders", {"json": {"not": "an array"}}, 400),
+        ("post", "/v2/contacts/transactional-data/import/orders", {"json": [1, "x", None]}, 202),
+        ("get", "/v2/contacts/import/unknown-id/report-faults", {}, 404),
+        (
+            "post",
+            "/v2/address-books/5/contacts/import/with-merge-option/0",
+            {"content": b"x" * 50_000_001, "headers": {"content-type": "application/json"}},
+            413,
+        ),
+    ],
+)
 def test_bad_requests_get_the_vendor_error_shape_never_a_traceback(sb, method, path, kwargs, status):
     with client(sb, auth=DD) as c:
         try:
@@ -454,15 +526,20 @@ def test_an_oversized_body_streamed_without_length_is_refused(sb):
             yield b"x" * 1_000_000
 
     with client(sb, auth=DD) as c:
-        r = c.post("/v2/contacts/transactional-data/import/orders", content=chunks(),
-                   headers={"content-type": "application/json"})
+        r = c.post(
+            "/v2/contacts/transactional-data/import/orders",
+            content=chunks(),
+            headers={"content-type": "application/json"},
+        )
     assert r.status_code == 413 and r.json()["message"].endswith("ERROR_IMPORT_FILE_TOO_LARGE")
 
 
 def test_dengage_user_without_dataspace_manage_gets_403_with_an_empty_body(sb):
     with client(sb) as c:
         token = c.post("/rest/login", json={"userkey": "readonly-analyst", "password": "pw"}).json()["access_token"]
-        r = c.post("/rest/bulk/contacts", headers={"Authorization": f"Bearer {token}"}, json=bulk([{"contact_key": "k"}]))
+        r = c.post(
+            "/rest/bulk/contacts", headers={"Authorization": f"Bearer {token}"}, json=bulk([{"contact_key": "k"}])
+        )
     assert r.status_code == 403 and r.content == b""
     assert sb.state()["dengage"]["contacts"] == {}
 
@@ -490,12 +567,16 @@ def test_qualtrics_puts_contacts_that_break_the_seeds_rules_in_unprocessed(sb):
             {"email": "c@example.com", "transactionData": {}},  # must match at least one field
             {"email": "d@example.com", "transactionData": {"other": "x"}},  # matches no field
         ]
-        r = c.post(f"{base}/mailinglists/CG_1/transactioncontacts",
-                   json={"transactionMeta": {"batchId": bid, "fields": ["order"]}, "contacts": contacts})
+        r = c.post(
+            f"{base}/mailinglists/CG_1/transactioncontacts",
+            json={"transactionMeta": {"batchId": bid, "fields": ["order"]}, "contacts": contacts},
+        )
         assert r.json()["result"]["contacts"]["unprocessed"] == [1, 2, 3]
         no_meta = c.post(f"{base}/mailinglists/CG_1/transactioncontacts", json={"contacts": contacts[:1]})
-        bad_fields = c.post(f"{base}/mailinglists/CG_1/transactioncontacts",
-                            json={"transactionMeta": {"batchId": bid, "fields": [1]}, "contacts": contacts[:1]})
+        bad_fields = c.post(
+            f"{base}/mailinglists/CG_1/transactioncontacts",
+            json={"transactionMeta": {"batchId": bid, "fields": [1]}, "contacts": contacts[:1]},
+        )
     assert no_meta.status_code == 400 and "batchId" in no_meta.json()["meta"]["error"]["errorMessage"]
     assert bad_fields.status_code == 400 and "strings" in bad_fields.json()["meta"]["error"]["errorMessage"]
 
@@ -504,8 +585,9 @@ def test_qualtrics_creates_no_transaction_for_a_batch_that_does_not_exist_and_re
     url = "/API/v3/directories/POOL_1/mailinglists/CG_1/transactioncontacts"
     contacts = [{"email": f"{i}@example.com", "transactionData": {"order": str(i)}} for i in range(150)]
     with client(sb, headers=QX) as c:
-        iid = c.post(url, json={"transactionMeta": {"batchId": "BT_missing", "fields": ["order"]},
-                                "contacts": contacts}).json()["result"]["id"]
+        iid = c.post(
+            url, json={"transactionMeta": {"batchId": "BT_missing", "fields": ["order"]}, "contacts": contacts}
+        ).json()["result"]["id"]
         done = wait_until(lambda: (s := c.get(f"{url}/{iid}").json()["result"])["status"] == "complete" and s)
         report = f"/API/v3/directories/POOL_1/imports/api-import/jobs/{iid}/report"
         first = c.get(report).json()
@@ -530,8 +612,14 @@ def test_dengage_fails_records_over_the_documented_lengths_and_applies_the_seeds
     sb.config(time_scale=0.001)
     with client(sb) as c:
         auth = {"Authorization": "Bearer " + dn_login(c)}
-        body = bulk([{"contact_key": "k1", "gsm": "1" * 21}, {"contact_key": "k2", "birth_date": "1984-09-11 00:00"},
-                     {"contact_key": "k3", "name": "n" * 100}], columns=["contact_key", "gsm", "birth_date", "name"])
+        body = bulk(
+            [
+                {"contact_key": "k1", "gsm": "1" * 21},
+                {"contact_key": "k2", "birth_date": "1984-09-11 00:00"},
+                {"contact_key": "k3", "name": "n" * 100},
+            ],
+            columns=["contact_key", "gsm", "birth_date", "name"],
+        )
         r = c.post("/rest/bulk/contacts", headers=auth, json=body)
         assert r.json()["data"]["inserted"] == ["k3"] and len(r.json()["data"]["errors"]) == 2
         time.sleep(0.07)
@@ -542,15 +630,19 @@ def test_dengage_fails_records_over_the_documented_lengths_and_applies_the_seeds
         assert c.post("/rest/bulk/contacts", headers=auth, json=renamed).status_code == 400
         time.sleep(0.07)
         no_insert = {**bulk([{"contact_key": "k9"}]), "insertIfNotExists": None}  # default: false
-        assert "does not exist" in c.post("/rest/bulk/contacts", headers=auth, json=no_insert).json()["data"]["errors"][0]
+        assert (
+            "does not exist" in c.post("/rest/bulk/contacts", headers=auth, json=no_insert).json()["data"]["errors"][0]
+        )
 
 
 def test_status_mix_and_variants_are_checked_knobs(sb):
     with client(sb) as c:
         assert "unknown endpoint" in c.post("/_sandbox/config", json={"status_mix": {"nope": {"x": 1}}}).json()["error"]
         assert "unknown variant" in c.post("/_sandbox/config", json={"variants": ["shiny"]}).json()["error"]
-        ok = c.post("/_sandbox/config", json={"status_mix": {"contacts": {"RejectedByWatchdog": 1}},
-                                               "variants": ["dengage_top_level"]}).json()
+        ok = c.post(
+            "/_sandbox/config",
+            json={"status_mix": {"contacts": {"RejectedByWatchdog": 1}}, "variants": ["dengage_top_level"]},
+        ).json()
     assert ok["status_mix"] == {"contacts": {"RejectedByWatchdog": 1.0}} and ok["variants"] == ["dengage_top_level"]
     with client(sb, auth=DD) as c:
         iid = c.post("/v2/address-books/5/contacts/import/with-merge-option/0", **multipart(CSV)).json()["id"]

@@ -47,13 +47,21 @@ def test_a_rerun_in_a_new_process_sends_only_changed_and_new_rows_and_a_third_se
         # the next day: two changed rows, two new rows, another order, an unrelated column dropped
         changed = first.with_columns(
             pl.when(pl.col("email").is_in(["quinn.khan2@example.org", "nora.rossi3@mail.example.net"]))
-            .then(pl.lit("Changed")).otherwise(pl.col("FIRSTNAME")).alias("FIRSTNAME"))
+            .then(pl.lit("Changed"))
+            .otherwise(pl.col("FIRSTNAME"))
+            .alias("FIRSTNAME")
+        )
         new = first.head(2).with_columns(pl.Series("email", ["new.one@example.com", "new.two@example.com"]))
         second = pl.concat([changed, new]).sample(fraction=1.0, shuffle=True, seed=3)
         path = tmp_path / "second.parquet"
         second.write_parquet(path)
-        out = subprocess.run([sys.executable, "-c", RERUN, sb.url, str(path)], capture_output=True, text=True,
-                             timeout=120, env={**os.environ})
+        out = subprocess.run(
+            [sys.executable, "-c", RERUN, sb.url, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ},
+        )
         assert out.returncode == 0, out.stderr
         assert "('accepted', 4)" in out.stdout and "('rejected', 1)" in out.stdout, out.stdout
         assert "('unchanged', 194)" in out.stdout, out.stdout
@@ -64,14 +72,17 @@ def test_a_rerun_in_a_new_process_sends_only_changed_and_new_rows_and_a_third_se
         assert "suppressed.user@example.com" not in book, "rejected last time: sent again, rejected again"
         third = second.crm.submit(t, skip_unchanged=True, progress=False)
         once_more = second.filter(pl.col("email").ne_missing("suppressed.user@example.com")).crm.submit(
-            t, skip_unchanged=True, progress=False)
+            t, skip_unchanged=True, progress=False
+        )
         after = sb.state(settled=True)["dotdigital"]["address_books"]["9"]
     # the third run sends only the row the vendor refused last time; without it, nothing at all
     assert third.counts() == {"unchanged": 198, "rejected": 1, "invalid": 2} and third.status().height == 1
     assert once_more.status().height == 0 and once_more.counts() == {"unchanged": 198, "invalid": 2}
     assert after == book, "the vendor received nothing more"
     rep = third.report().filter(pl.col("outcome") == "unchanged")
-    assert rep["partition"].null_count() == rep.height and "identical to what the vendor last accepted" in rep["detail"][0]
+    assert (
+        rep["partition"].null_count() == rep.height and "identical to what the vendor last accepted" in rep["detail"][0]
+    )
 
 
 def test_the_plan_says_how_many_rows_would_be_sent_and_how_many_are_unchanged():
@@ -88,18 +99,28 @@ def test_the_plan_says_how_many_rows_would_be_sent_and_how_many_are_unchanged():
     assert frame.crm.plan(t).unchanged_rows == 0, "off by default"
 
 
-@pytest.mark.parametrize("name", ["dotdigital.transactional_data", "dotdigital.insight_data",
-                                  "qualtrics.transaction_contacts", "dengage.contacts"])
+@pytest.mark.parametrize(
+    "name",
+    ["dotdigital.transactional_data", "dotdigital.insight_data", "qualtrics.transaction_contacts", "dengage.contacts"],
+)
 def test_every_target_skips_what_the_vendor_confirmed(name):
     frames: dict[str, Any] = {
-        "dotdigital.transactional_data": (sample("orders.parquet"), lambda sb: sb.dotdigital().transactional_data(
-            "orders", key="order_id", contact="email")),
-        "dotdigital.insight_data": (sample("orders.parquet"), lambda sb: sb.dotdigital().insight_data(
-            "orders", scope="contact", type="orders", key="order_id")),
-        "qualtrics.transaction_contacts": (sample("survey_transactions.csv"), lambda sb: sb.qualtrics()
-                                           .transaction_contacts("POOL_demo", "CG_demo", transaction_fields=["order_id"])),
-        "dengage.contacts": (sample("dengage_contacts.csv").with_columns(pl.col("birth_date").cast(pl.String)),
-                             lambda sb: sb.dengage().contacts()),
+        "dotdigital.transactional_data": (
+            sample("orders.parquet"),
+            lambda sb: sb.dotdigital().transactional_data("orders", key="order_id", contact="email"),
+        ),
+        "dotdigital.insight_data": (
+            sample("orders.parquet"),
+            lambda sb: sb.dotdigital().insight_data("orders", scope="contact", type="orders", key="order_id"),
+        ),
+        "qualtrics.transaction_contacts": (
+            sample("survey_transactions.csv"),
+            lambda sb: sb.qualtrics().transaction_contacts("POOL_demo", "CG_demo", transaction_fields=["order_id"]),
+        ),
+        "dengage.contacts": (
+            sample("dengage_contacts.csv").with_columns(pl.col("birth_date").cast(pl.String)),
+            lambda sb: sb.dengage().contacts(),
+        ),
     }
     frame, target = frames[name]
     known = [e.lower() for e in _contacts()["email"].drop_nulls()]
@@ -119,8 +140,9 @@ def test_qualtrics_transactions_are_known_by_the_whole_record_so_a_rerun_duplica
     with sandbox(**FAST) as sb:
         t = sb.qualtrics().transaction_contacts("POOL_demo", "CG_demo", transaction_fields=["order_id", "amount"])
         frame.crm.submit(t, skip_unchanged=True, progress=False)
-        more = frame.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("ORD-NEW")).otherwise(
-            pl.col("order_id")).alias("order_id"))  # one new transaction for a known contact
+        more = frame.with_columns(
+            pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("ORD-NEW")).otherwise(pl.col("order_id")).alias("order_id")
+        )  # one new transaction for a known contact
         job = more.crm.submit(t, skip_unchanged=True, progress=False)
         batches = sb.state(settled=True)["qualtrics"]["batches"]
     assert job.counts()["accepted"] == 1 and job.counts()["unchanged"] == 118
@@ -135,33 +157,42 @@ def test_row_order_and_columns_that_are_not_sent_do_not_make_rows_look_changed(c
         frame.crm.submit(t, skip_unchanged=True, progress=False)
         shuffled = frame.with_columns(pl.lit("x").alias("note")).reverse()  # an extra column, not sent
         assert shuffled.crm.plan(t, skip_unchanged=True).rows_to_send == 0
-        edited = shuffled.with_columns(pl.when(pl.col("contact_key") == "CK100000").then(pl.lit("Zed"))
-                                       .otherwise(pl.col("name")).alias("name"))
+        edited = shuffled.with_columns(
+            pl.when(pl.col("contact_key") == "CK100000").then(pl.lit("Zed")).otherwise(pl.col("name")).alias("name")
+        )
         assert edited.crm.plan(t, skip_unchanged=True).rows_to_send == 1, "a changed value in a sent column"
-        relabelled = sb.dengage().contacts(columns={"contact_key": "contact_key", "email": "email",
-                                                    "surname": "name", "name": "surname"})
-        assert frame.select(cols).crm.plan(relabelled, skip_unchanged=True).unchanged_rows == 0, \
+        relabelled = sb.dengage().contacts(
+            columns={"contact_key": "contact_key", "email": "email", "surname": "name", "name": "surname"}
+        )
+        assert frame.select(cols).crm.plan(relabelled, skip_unchanged=True).unchanged_rows == 0, (
             "the same cells under other column names are changed rows"
+        )
 
 
 def test_the_destination_survives_a_password_change_and_differs_per_book_collection_list_and_account():
     a = cf.Dotdigital("apiuser@example.com", "pw-1").contacts(1)
     assert _baseline.destination(a) == _baseline.destination(cf.Dotdigital("apiuser@example.com", "pw-2").contacts(1))
     assert "pw-1" not in _baseline.destination(a)
-    others = [cf.Dotdigital("apiuser@example.com", "pw").contacts(2),
-              cf.Dotdigital("other@example.com", "pw").contacts(1),
-              cf.Dotdigital("apiuser@example.com", "pw", region="r2").contacts(1),
-              cf.Dotdigital("u", "p").transactional_data("orders", key="k"),
-              cf.Dotdigital("u", "p").transactional_data("orders2", key="k"),
-              cf.Dotdigital("u", "p").insight_data("orders", scope="contact", type="orders", key="k"),
-              cf.Qualtrics("t", datacenter="fra1").transaction_contacts("POOL_1", "CG_1"),
-              cf.Qualtrics("t", datacenter="fra1").transaction_contacts("POOL_1", "CG_2"),
-              cf.Dengage("k1", "p").contacts(), cf.Dengage("k2", "p").contacts()]
+    others = [
+        cf.Dotdigital("apiuser@example.com", "pw").contacts(2),
+        cf.Dotdigital("other@example.com", "pw").contacts(1),
+        cf.Dotdigital("apiuser@example.com", "pw", region="r2").contacts(1),
+        cf.Dotdigital("u", "p").transactional_data("orders", key="k"),
+        cf.Dotdigital("u", "p").transactional_data("orders2", key="k"),
+        cf.Dotdigital("u", "p").insight_data("orders", scope="contact", type="orders", key="k"),
+        cf.Qualtrics("t", datacenter="fra1").transaction_contacts("POOL_1", "CG_1"),
+        cf.Qualtrics("t", datacenter="fra1").transaction_contacts("POOL_1", "CG_2"),
+        cf.Dengage("k1", "p").contacts(),
+        cf.Dengage("k2", "p").contacts(),
+    ]
     ids = [_baseline.destination(x) for x in [a, *others]]
     assert len(set(ids)) == len(ids)
-    assert _baseline.destination(cf.Qualtrics("t1", datacenter="fra1").transaction_contacts("POOL_1", "CG_1")) == \
-        _baseline.destination(cf.Qualtrics("t2", datacenter="fra1").transaction_contacts("POOL_1", "CG_1"))
-    assert _baseline.destination(cf.Dengage("k1", "p1").contacts()) == _baseline.destination(cf.Dengage("k1", "p2").contacts())
+    assert _baseline.destination(
+        cf.Qualtrics("t1", datacenter="fra1").transaction_contacts("POOL_1", "CG_1")
+    ) == _baseline.destination(cf.Qualtrics("t2", datacenter="fra1").transaction_contacts("POOL_1", "CG_1"))
+    assert _baseline.destination(cf.Dengage("k1", "p1").contacts()) == _baseline.destination(
+        cf.Dengage("k1", "p2").contacts()
+    )
 
 
 def test_rejected_in_doubt_and_invalid_rows_never_enter_the_baseline():
@@ -200,14 +231,37 @@ def test_the_baseline_is_shown_and_reset_from_python_and_the_cli():
         known = cf.baseline(t)
         assert known.columns == ["key_hash", "row_hash", "job_id", "written_at"]
         assert known.height == 196 and set(known["job_id"]) == {job.id} and known["written_at"].null_count() == 0
-        env = {**os.environ, "DOTDIGITAL_USERNAME": "sandbox-user@apiconnector.com", "DOTDIGITAL_PASSWORD": "x",
-               "DOTDIGITAL_BASE_URL": sb.url}
-        out = subprocess.run([sys.executable, "-m", "crmframes", "baseline", "--to", "dotdigital.contacts",
-                              "-o", "address_book_id=12"], capture_output=True, text=True, env=env, timeout=60)
+        env = {
+            **os.environ,
+            "DOTDIGITAL_USERNAME": "sandbox-user@apiconnector.com",
+            "DOTDIGITAL_PASSWORD": "x",
+            "DOTDIGITAL_BASE_URL": sb.url,
+        }
+        out = subprocess.run(
+            [sys.executable, "-m", "crmframes", "baseline", "--to", "dotdigital.contacts", "-o", "address_book_id=12"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert out.returncode == 0 and "196 keys" in out.stdout, out.stdout + out.stderr
-        out = subprocess.run([sys.executable, "-m", "crmframes", "baseline", "--to", "dotdigital.contacts",
-                              "-o", "address_book_id=12", "--reset"], capture_output=True, text=True, env=env,
-                             timeout=60)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "crmframes",
+                "baseline",
+                "--to",
+                "dotdigital.contacts",
+                "-o",
+                "address_book_id=12",
+                "--reset",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert out.returncode == 0 and "forgot" in out.stdout
         assert cf.baseline(t).height == 0
         frame.crm.submit(t, skip_unchanged=True, progress=False)

@@ -34,8 +34,10 @@ def sinks(progress: bool | str | None, job: Any) -> list[Sink]:
 
             return [WidgetSink(job)]
         except ImportError:
-            warnings.warn("ipywidgets is not installed (pip install 'crmframes[notebook]'); showing tqdm bars "
-                          "instead", stacklevel=4)
+            warnings.warn(
+                "ipywidgets is not installed (pip install 'crmframes[notebook]'); showing tqdm bars instead",
+                stacklevel=4,
+            )
             kind = "tqdm"
     if kind == "tqdm":
         from crmframes._display.terminal import TqdmSink

@@ -16,8 +16,15 @@ def log_event(e: ev.Event) -> None:
     if not log.isEnabledFor(logging.DEBUG if isinstance(e, ev.Polled) else logging.INFO):
         return
     if isinstance(e, ev.Planned):
-        log.info("job %s: %s, %d rows (%d invalid, %d unchanged) in %d partition(s)", e.job_id, e.target,
-                 e.input_rows, e.invalid_rows, e.unchanged_rows, len(e.partitions))
+        log.info(
+            "job %s: %s, %d rows (%d invalid, %d unchanged) in %d partition(s)",
+            e.job_id,
+            e.target,
+            e.input_rows,
+            e.invalid_rows,
+            e.unchanged_rows,
+            len(e.partitions),
+        )
     elif isinstance(e, ev.Sending):
         log.info("job %s: partition %d sending", e.job_id, e.partition)
     elif isinstance(e, ev.Submitted):
@@ -29,8 +36,15 @@ def log_event(e: ev.Event) -> None:
     elif isinstance(e, ev.Requeued):
         log.info("job %s: partition %d back in the queue: %s", e.job_id, e.partition, e.why)
     elif isinstance(e, ev.Settled):
-        log.info("job %s: partition %d %s (%d rows rejected, %d in doubt)%s", e.job_id, e.partition, e.state,
-                 ev.count(e.faults, "rejected"), ev.count(e.faults, "in_doubt"), f": {e.message}" if e.message else "")
+        log.info(
+            "job %s: partition %d %s (%d rows rejected, %d in doubt)%s",
+            e.job_id,
+            e.partition,
+            e.state,
+            ev.count(e.faults, "rejected"),
+            ev.count(e.faults, "in_doubt"),
+            f": {e.message}" if e.message else "",
+        )
     elif isinstance(e, ev.Unsettled):
         log.info("job %s: partition %d still %s: %s", e.job_id, e.partition, e.vendor_state, e.message)
     elif isinstance(e, ev.Stopped):

@@ -16,8 +16,7 @@ class TqdmSink:
         p = job.state.snapshot(time.time())
         self.lock = threading.Lock()
         self.parts = tqdm(total=p.partitions, desc=f"{p.target} requests", unit="req", position=0, leave=True)
-        self.rows = tqdm(total=p.rows_total, desc="rows settled", unit="row", unit_scale=True, position=1,
-                         leave=True)
+        self.rows = tqdm(total=p.rows_total, desc="rows settled", unit="row", unit_scale=True, position=1, leave=True)
         if p.unchanged_rows:
             self.rows.set_postfix_str(f"{p.unchanged_rows:,} unchanged, not sent")
         self.unchanged = p.unchanged_rows

@@ -25,8 +25,9 @@ class WidgetSink:
         self.lock = threading.Lock()
         self.last = 0.0
         self.html = widgets.HTML(value=render.panel(job.state.snapshot(time.time())))
-        self.rows = widgets.IntProgress(min=0, max=max(1, job.plan.valid_rows), description="rows",
-                                        layout=widgets.Layout(width="640px"))
+        self.rows = widgets.IntProgress(
+            min=0, max=max(1, job.plan.valid_rows), description="rows", layout=widgets.Layout(width="640px")
+        )
         self.box = widgets.VBox([self.html, self.rows])
         display(self.box)
 

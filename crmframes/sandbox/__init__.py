@@ -21,8 +21,11 @@ from crmframes.sandbox._app import VARIANTS, Knobs, Sandbox
 
 __all__ = ["VARIANTS", "Knobs", "Sandbox", "ServedSandbox", "sandbox"]
 
-CREDS = {"dotdigital": ("sandbox-user@apiconnector.com", "sandbox-password"),
-         "qualtrics": ("sandbox-token",), "dengage": ("sandbox-user-key", "sandbox-password")}
+CREDS = {
+    "dotdigital": ("sandbox-user@apiconnector.com", "sandbox-password"),
+    "qualtrics": ("sandbox-token",),
+    "dengage": ("sandbox-user-key", "sandbox-password"),
+}
 
 
 class ServedSandbox:
@@ -37,8 +40,9 @@ class ServedSandbox:
                 s.bind((host, 0))
                 port = s.getsockname()[1]
         self.url = f"http://{host}:{port}"
-        config = uvicorn.Config(self.sandbox, host=host, port=port, log_level="error", lifespan="off",
-                                timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            self.sandbox, host=host, port=port, log_level="error", lifespan="off", timeout_graceful_shutdown=1
+        )
         _quiet_dropped_answers()
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="crmframes-sandbox", daemon=True)
@@ -74,8 +78,12 @@ class ServedSandbox:
         """Give the Dotdigital account more contact data fields, ``FIELD="String"`` (or
         Numeric, Date, Boolean), as creating them in Dotdigital does (``POST /v2/data-fields``)."""
         for name, kind in fields.items():
-            r = httpx.post(self.url + "/v2/data-fields", json={"name": name, "type": kind}, timeout=10,
-                           auth=(CREDS["dotdigital"][0], CREDS["dotdigital"][1]))
+            r = httpx.post(
+                self.url + "/v2/data-fields",
+                json={"name": name, "type": kind},
+                timeout=10,
+                auth=(CREDS["dotdigital"][0], CREDS["dotdigital"][1]),
+            )
             if r.status_code not in (200, 201) and "NON_UNIQUE" not in r.text:
                 raise ValueError(f"data field {name!r}: {r.text}")
 

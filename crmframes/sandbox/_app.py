@@ -43,9 +43,14 @@ def vendor_of(path: str) -> ModuleType | None:
 class Sandbox:
     """Knobs, state and routes; an instance is the ASGI app to serve."""
 
-    def __init__(self, *, credentials: dict[str, tuple[str, ...]] | None = None,
-                 contacts: list[str] | None = None, data_fields: dict[str, str] | None = None,
-                 **knobs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        credentials: dict[str, tuple[str, ...]] | None = None,
+        contacts: list[str] | None = None,
+        data_fields: dict[str, str] | None = None,
+        **knobs: Any,
+    ) -> None:
         """``contacts``: emails the Dotdigital account already holds; ``data_fields``: contact
         data fields it has besides Dotdigital's defaults, ``{name: String|Numeric|Date|Boolean}``."""
         self.knobs = Knobs()
@@ -93,7 +98,9 @@ class Sandbox:
             await self._rate_limited(vendor, scope["path"])(scope, receive, send_scaled)
             return
         if k.p5xx and roll() < k.p5xx:
-            await vendor.error(503, "The service is temporarily unavailable.", scope["path"])(scope, receive, send_scaled)
+            await vendor.error(503, "The service is temporarily unavailable.", scope["path"])(
+                scope, receive, send_scaled
+            )
             return
         if k.p_drop and roll() < k.p_drop:  # process the call, then lose the answer: the hard case
             await self.app(scope, receive, _dropping(send_scaled))
@@ -121,8 +128,17 @@ class Sandbox:
             self.state.settle(now)
         return now
 
-    def new_job(self, kind: str, rows: int, *, done: tuple[str, ...], failed: str,
-                terminal: tuple[str, ...] = (), starts: float | None = None, **info: Any) -> Job:
+    def new_job(
+        self,
+        kind: str,
+        rows: int,
+        *,
+        done: tuple[str, ...],
+        failed: str,
+        terminal: tuple[str, ...] = (),
+        starts: float | None = None,
+        **info: Any,
+    ) -> Job:
         """An import that ends with a word drawn from the status mix (else ``done[0]``, or
         ``failed`` with ``p_job_fail``). ``done``: the words that mean done; ``terminal``:
         the other words that end an import (failures)."""
@@ -137,8 +153,17 @@ class Sandbox:
         folded = final.casefold()
         is_done = folded in {w.casefold() for w in done}
         ended = is_done or folded in {w.casefold() for w in (*terminal, failed)}
-        job = Job(kind, str(uuid.uuid4()), now if starts is None else starts, self.knobs.job_duration, final,
-                  is_done, rows, ended, info=info)
+        job = Job(
+            kind,
+            str(uuid.uuid4()),
+            now if starts is None else starts,
+            self.knobs.job_duration,
+            final,
+            is_done,
+            rows,
+            ended,
+            info=info,
+        )
         self.state.jobs[job.id] = job
         return job
 
@@ -216,6 +241,7 @@ def _dropping(send: Send) -> Send:
         elif message["type"] == "http.response.body" and not sent:
             sent = True
             await send({"type": "http.response.body", "body": message.get("body", b"")[:5], "more_body": True})
+
     return truncated
 
 

@@ -22,8 +22,13 @@ DD_SEEDED_FAULTS = {
     "bounced.user@example.com": "Hard bounced",
 }
 # the contact data fields every account starts with (CONTRACTS §6), all String [I]
-DD_DEFAULT_FIELDS = {"FIRSTNAME": "String", "LASTNAME": "String", "FULLNAME": "String", "GENDER": "String",
-                     "POSTCODE": "String"}
+DD_DEFAULT_FIELDS = {
+    "FIRSTNAME": "String",
+    "LASTNAME": "String",
+    "FULLNAME": "String",
+    "GENDER": "String",
+    "POSTCODE": "String",
+}
 DD_ACCOUNT_ID = 1001  # [I] the sandbox account's id in /v2/account-info
 DD_RATE_LIMIT_SCOPE = "lowCallRate"  # [S] tier name for bulk calls
 DD_RATE_LIMIT = 150  # [S] docs example for lowCallRate
@@ -41,12 +46,35 @@ QX_NULLS_UNPROCESSED = True  # [I] a contact with a null value lands in contacts
 DN_MAX_RECORDS = 1000
 DN_INTERVAL = 60.0  # seconds between bulk calls (scaled by time_scale)
 DN_TOKEN_TTL = 3600  # expires_in of /rest/login
-DN_COLUMNS = frozenset({  # import template columns [S DN-PS] + city; others fail the record
-    "contact_key", "contact_status", "email", "email_permission", "email_status", "gsm", "gsm_permission",
-    "gsm_status", "name", "surname", "gender", "birth_date", "segment", "source", "subscription_date",
-    "rfm_score", "rfm_segment", "rfm_mobile_score", "rfm_mobile_segment", "gsm_source", "email_source",
-    "gsm_consent_date", "email_consent_date", "contact_type", "city",
-})
+DN_COLUMNS = frozenset(
+    {  # import template columns [S DN-PS] + city; others fail the record
+        "contact_key",
+        "contact_status",
+        "email",
+        "email_permission",
+        "email_status",
+        "gsm",
+        "gsm_permission",
+        "gsm_status",
+        "name",
+        "surname",
+        "gender",
+        "birth_date",
+        "segment",
+        "source",
+        "subscription_date",
+        "rfm_score",
+        "rfm_segment",
+        "rfm_mobile_score",
+        "rfm_mobile_segment",
+        "gsm_source",
+        "email_source",
+        "gsm_consent_date",
+        "email_consent_date",
+        "contact_type",
+        "city",
+    }
+)
 DN_MAX_CHARS = {"email": 255, "gsm": 20, "name": 100, "surname": 100, "gender": 100}  # seed §5
 DN_DATE_COLUMNS = ("birth_date",)  # "date string, length <= 10" (seed §5)
 DN_CODES = {"FieldError": 1, "Forbidden": 10, "ValidationFails": 11, "UnexpectedError": 999}

@@ -125,9 +125,11 @@ class SandboxState:
 
     @staticmethod
     def _empty() -> dict[str, Any]:
-        return {"dotdigital": {"address_books": {}, "collections": {}, "contact_data": {}},
-                "qualtrics": {"mailing_lists": {}, "batches": {}},
-                "dengage": {"contacts": {}}}
+        return {
+            "dotdigital": {"address_books": {}, "collections": {}, "contact_data": {}},
+            "qualtrics": {"mailing_lists": {}, "batches": {}},
+            "dengage": {"contacts": {}},
+        }
 
     def write(self, path: tuple[str, ...], key: str) -> None:
         node = self.store

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 PREFIXES = ("/rest/",)
 VARIANTS = {
     "dengage_top_level": "inserted / updated / errors / warnings at the top level of the answer, as D·engage's "
-                         "own pre-sales code reads them (CONTRACTS §6), instead of under data",
+    "own pre-sales code reads them (CONTRACTS §6), instead of under data",
     "dengage_error_objects": "errors as objects {contact_key, message}",
     "dengage_error_text": "errors as texts that name no contact key",
 }
@@ -37,7 +37,8 @@ def dn_error(status: int, code: int, message: str) -> JSONResponse:
 
 def error(status: int, text: str, path: str = "") -> JSONResponse:
     code = {429: R.DN_TOO_MANY_CODE, 401: 401}.get(
-        status, R.DN_CODES["UnexpectedError"] if status >= 500 else R.DN_CODES["ValidationFails"])
+        status, R.DN_CODES["UnexpectedError"] if status >= 500 else R.DN_CODES["ValidationFails"]
+    )
     return dn_error(status, code, text)
 
 
@@ -118,8 +119,9 @@ async def _apply(sb: Sandbox, request: Request) -> Response:
     insert = _flag(doc, "insertIfNotExists", False)
     strict = _flag(doc, "throwExceptionIfInvalidRecord", True)
     if "new_contact_key" in columns and insert:  # the seed forbids the combination [I: a 400]
-        return dn_error(400, R.DN_CODES["ValidationFails"],
-                        "new_contact_key cannot be used with insertIfNotExists=true.")
+        return dn_error(
+            400, R.DN_CODES["ValidationFails"], "new_contact_key cannot be used with insertIfNotExists=true."
+        )
     disabled = [c for c in columns if c not in R.DN_COLUMNS]
     inserted: list[str] = []
     updated: list[str] = []
@@ -137,12 +139,12 @@ async def _apply(sb: Sandbox, request: Request) -> Response:
         (updated if str(key) in existing or str(key) in writes else inserted).append(str(key))
         writes.append(str(key))
     if strict and errors:  # all validation happens before any update (seed)
-        return dn_error(400, R.DN_CODES["ValidationFails"],
-                        "Invalid records: " + "; ".join(f"{k}: {p}" for k, p in errors[:10]))
+        return dn_error(
+            400, R.DN_CODES["ValidationFails"], "Invalid records: " + "; ".join(f"{k}: {p}" for k, p in errors[:10])
+        )
     for key in writes:
         sb.state.write(("dengage", "contacts"), key)
-    lists = {"inserted": inserted, "updated": updated, "errors": [_error(sb, k, p) for k, p in errors],
-             "warnings": []}
+    lists = {"inserted": inserted, "updated": updated, "errors": [_error(sb, k, p) for k, p in errors], "warnings": []}
     if sb.variant("dengage_top_level"):
         return JSONResponse(lists)
     return JSONResponse({"code": 0, "message": "Success", "data": lists})
@@ -184,5 +186,7 @@ def routes(sb: Sandbox) -> list[Route]:
     async def bulk_endpoint(request: Request) -> Response:
         return await sb.guarded(request, me, lambda: bulk(sb, request))
 
-    return [Route("/rest/login", login_endpoint, methods=["POST"]),
-            Route("/rest/bulk/contacts", bulk_endpoint, methods=["POST"])]
+    return [
+        Route("/rest/login", login_endpoint, methods=["POST"]),
+        Route("/rest/bulk/contacts", bulk_endpoint, methods=["POST"]),
+    ]

@@ -27,24 +27,33 @@ if TYPE_CHECKING:
 PREFIXES = ("/API/v3/",)
 VARIANTS = {
     "qualtrics_percent_string": "percentComplete as a string such as \"50.0\" and the words 'in progress' / "
-                                "'complete' (mavenlink/qualtrics_api's fixture, CONTRACTS §6)",
+    "'complete' (mavenlink/qualtrics_api's fixture, CONTRACTS §6)",
     "qualtrics_percent_only": "the status word stays 'in progress' after the import ends: only percentComplete "
-                              "reaching 100 says it is done (QX-BJ stops on it)",
+    "reaching 100 says it is done (QX-BJ stops on it)",
     "qualtrics_merged_duplicates": "contacts repeating an email within one import are merged and counted once, "
-                                   "so the counts cover fewer contacts than were sent",
+    "so the counts cover fewer contacts than were sent",
     "qualtrics_no_import_report": "the per-row import report is not available (it is documented for XM "
-                                  "Directory only): 404",
+    "Directory only): 404",
 }
 EMAIL = re.compile(r"^[^\s@\"(),:;<>\[\]\\]+@[^\s@\"(),:;<>\[\]\\.]+(\.[^\s@\"(),:;<>\[\]\\.]+)+$")
 # the keys of a transaction contact (the seed; the client generated from Qualtrics' OpenAPI)
-CONTACT_KEYS = frozenset({"firstName", "lastName", "email", "extRef", "embeddedData", "language", "unsubscribed",
-                          "transactionData"})
+CONTACT_KEYS = frozenset(
+    {"firstName", "lastName", "email", "extRef", "embeddedData", "language", "unsubscribed", "transactionData"}
+)
 DONE = ("complete", "completed")  # [I] no document enumerates the words
 
 
 def meta(status: int) -> dict[str, Any]:
-    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 413: "Payload Too Large",
-              429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        401: "Unauthorized",
+        404: "Not Found",
+        413: "Payload Too Large",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }.get(status, "Error")
     return {"httpStatus": f"{status} - {reason}", "requestId": str(uuid.uuid4())}
 
 
@@ -58,7 +67,8 @@ def qx_error(status: int, code: str, message: str) -> JSONResponse:
 
 def error(status: int, text: str, path: str = "") -> JSONResponse:
     code = {429: "TOO_MANY_REQUESTS", 401: "AUTH_FAILED", 413: "REQUEST_TOO_LARGE"}.get(
-        status, "SERVICE_UNAVAILABLE" if status >= 500 else "BAD_REQUEST")
+        status, "SERVICE_UNAVAILABLE" if status >= 500 else "BAD_REQUEST"
+    )
     return qx_error(status, code, text)
 
 
@@ -76,7 +86,9 @@ def authorised(sb: Sandbox, request: Request) -> Response | None:
 
 
 def _too_large() -> Response:
-    return qx_error(R.QX_OVERSIZE_STATUS, "REQUEST_TOO_LARGE", f"The request body is larger than {R.QX_MAX_BODY:,} bytes.")
+    return qx_error(
+        R.QX_OVERSIZE_STATUS, "REQUEST_TOO_LARGE", f"The request body is larger than {R.QX_MAX_BODY:,} bytes."
+    )
 
 
 def _bad_json() -> Response:
@@ -100,15 +112,19 @@ async def submit(sb: Sandbox, request: Request) -> Response:
     if not isinstance(contacts, list):
         return qx_error(400, "BAD_REQUEST", "The body must have a contacts array.")
     if len(contacts) > R.QX_MAX_CONTACTS:
-        return qx_error(R.QX_OVERSIZE_STATUS, "REQUEST_TOO_LARGE",
-                        f"At most {R.QX_MAX_CONTACTS:,} contacts per request; got {len(contacts):,}.")
+        return qx_error(
+            R.QX_OVERSIZE_STATUS,
+            "REQUEST_TOO_LARGE",
+            f"At most {R.QX_MAX_CONTACTS:,} contacts per request; got {len(contacts):,}.",
+        )
     tmeta = doc.get("transactionMeta")
     has_transactions = any(isinstance(c, dict) and "transactionData" in c for c in contacts)
     if tmeta is not None or has_transactions:
         # transactionMeta is "only required if any contact has transactionData" (seed) [I: a 400]
         if not isinstance(tmeta, dict) or not tmeta.get("batchId"):
-            return qx_error(400, "BAD_REQUEST", "transactionMeta with a batchId is required when a contact has "
-                                                "transactionData.")
+            return qx_error(
+                400, "BAD_REQUEST", "transactionMeta with a batchId is required when a contact has transactionData."
+            )
         fields_ = tmeta.get("fields")
         if not isinstance(fields_, list) or not fields_ or not all(isinstance(f, str) for f in fields_):
             return qx_error(400, "BAD_REQUEST", "transactionMeta.fields must be a list of strings.")
@@ -159,11 +175,13 @@ async def submit(sb: Sandbox, request: Request) -> Response:
                 created += 1
                 job.writes.append((("qualtrics", "batches", bid), ident))  # type: ignore[arg-type]
         entries.append(_entry(i, c, "success", "OK", transaction))
-    job.info.update(added=added, updated=updated, failed=len(invalid), invalid=invalid, created=created,
-                    entries=entries, dir=d)
+    job.info.update(
+        added=added, updated=updated, failed=len(invalid), invalid=invalid, created=created, entries=entries, dir=d
+    )
     url = f"{request.base_url}API/v3/directories/{d}/mailinglists/{ml}/transactioncontacts/{job.id}"
-    return ok({"id": job.id, "contacts": {"unprocessed": unprocessed}, "tracking": {"url": url},
-               "status": _running_word(sb)})
+    return ok(
+        {"id": job.id, "contacts": {"unprocessed": unprocessed}, "tracking": {"url": url}, "status": _running_word(sb)}
+    )
 
 
 def _contact_problem(c: Any, fields_: set[str]) -> str | None:
@@ -188,11 +206,16 @@ def _contact_problem(c: Any, fields_: set[str]) -> str | None:
 
 
 def _entry(i: int, c: Any, status: str, code: str, transaction: str | None) -> dict[str, Any]:
-    entry = {"sourceIndexId": str(i), "email": c.get("email") if isinstance(c, dict) else None,
-             "importStatus": status, "importStatusCode": code}
+    entry = {
+        "sourceIndexId": str(i),
+        "email": c.get("email") if isinstance(c, dict) else None,
+        "importStatus": status,
+        "importStatusCode": code,
+    }
     if transaction is not None:
-        entry.update(transactionStatus=transaction,
-                     transactionStatusCode="OK" if transaction == "success" else "BATCH_NOT_FOUND")
+        entry.update(
+            transactionStatus=transaction, transactionStatusCode="OK" if transaction == "success" else "BATCH_NOT_FOUND"
+        )
     return entry
 
 
@@ -219,10 +242,18 @@ def _result(sb: Sandbox, job: Job) -> dict[str, Any]:
         percent = f"{float(percent):.1f}"
     done = ended and job.applies
     i = job.info
-    return {"percentComplete": percent, "status": word,
-            "contacts": {"count": {"added": i["added"] if done else 0, "updated": i["updated"] if done else 0,
-                                   "failed": i["failed"] if done else 0}},
-            "transactions": {"count": {"created": i["created"] if done else 0}}}
+    return {
+        "percentComplete": percent,
+        "status": word,
+        "contacts": {
+            "count": {
+                "added": i["added"] if done else 0,
+                "updated": i["updated"] if done else 0,
+                "failed": i["failed"] if done else 0,
+            }
+        },
+        "transactions": {"count": {"created": i["created"] if done else 0}},
+    }
 
 
 async def status(sb: Sandbox, request: Request) -> Response:
@@ -240,14 +271,23 @@ async def import_report(sb: Sandbox, request: Request) -> Response:
     """``GET /directories/{dir}/imports/api-import/jobs/{id}/report``: one entry per contact
     sent, ``skipToken`` paging (CONTRACTS §6 [S]); only once the import has ended."""
     job = sb.state.jobs.get(request.path_params["import_id"])
-    if job is None or job.kind != "qualtrics" or sb.variant("qualtrics_no_import_report") \
-            or not (job.done(sb.now()) and job.applies):
+    if (
+        job is None
+        or job.kind != "qualtrics"
+        or sb.variant("qualtrics_no_import_report")
+        or not (job.done(sb.now()) and job.applies)
+    ):
         return qx_error(404, "NOT_FOUND", "No import report for this import.")
     start = int(request.query_params.get("skipToken") or 0)
-    page = job.info["entries"][start: start + R.QX_REPORT_PAGE]
+    page = job.info["entries"][start : start + R.QX_REPORT_PAGE]
     nxt = start + R.QX_REPORT_PAGE
-    return JSONResponse({"results": {"importReportEntries": page},
-                         "skipToken": str(nxt) if nxt < len(job.info["entries"]) else None, "meta": meta(200)})
+    return JSONResponse(
+        {
+            "results": {"importReportEntries": page},
+            "skipToken": str(nxt) if nxt < len(job.info["entries"]) else None,
+            "meta": meta(200),
+        }
+    )
 
 
 async def mailing_list(sb: Sandbox, request: Request) -> Response:
@@ -272,6 +312,7 @@ def routes(sb: Sandbox) -> list[Route]:
     def bound(handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:
             return await sb.guarded(request, me, lambda: handler(sb, request))
+
         return endpoint
 
     base = "/API/v3/directories/{dir}"

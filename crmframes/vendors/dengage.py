@@ -28,10 +28,31 @@ DATES = DateFormats(naive="%Y-%m-%d %H:%M:%S%.f", aware="%Y-%m-%dT%H:%M:%S%.fZ",
 # The standard import template's columns (D·engage UI, [S] DN-PS) plus city [S]; only
 # import-enabled columns may be sent (seed §5), so any other column must be named in columns=
 IMPORT_TEMPLATE = (
-    "contact_key", "contact_status", "email", "email_permission", "email_status", "gsm", "gsm_permission",
-    "gsm_status", "name", "surname", "gender", "birth_date", "segment", "source", "subscription_date",
-    "rfm_score", "rfm_segment", "rfm_mobile_score", "rfm_mobile_segment", "gsm_source", "email_source",
-    "gsm_consent_date", "email_consent_date", "contact_type", "city",
+    "contact_key",
+    "contact_status",
+    "email",
+    "email_permission",
+    "email_status",
+    "gsm",
+    "gsm_permission",
+    "gsm_status",
+    "name",
+    "surname",
+    "gender",
+    "birth_date",
+    "segment",
+    "source",
+    "subscription_date",
+    "rfm_score",
+    "rfm_segment",
+    "rfm_mobile_score",
+    "rfm_mobile_segment",
+    "gsm_source",
+    "email_source",
+    "gsm_consent_date",
+    "email_consent_date",
+    "contact_type",
+    "city",
 )
 DATE_COLUMNS = ("birth_date",)  # "date string, length <= 10" (DN-REF body params; seed §5)
 # character limits (DN-REF body params, seed §5: email <= 255; gsm <= 20; name, surname, gender <= 100)
@@ -52,8 +73,14 @@ class Dengage(Connection):
 
     vendor = "D·engage"
 
-    def __init__(self, user_key: str | Secret | None = None, password: str | Secret | None = None, *,
-                 region: str | None = None, base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        user_key: str | Secret | None = None,
+        password: str | Secret | None = None,
+        *,
+        region: str | None = None,
+        base_url: str | None = None,
+    ) -> None:
         self.user_key = secret(user_key, "DENGAGE_USER_KEY")
         self.password = secret(password, "DENGAGE_PASSWORD")
         self.region = option(region, "DENGAGE_REGION", "eu") or "eu"
@@ -83,8 +110,14 @@ class Dengage(Connection):
 
     def login(self) -> Request:
         """``POST /rest/login`` (CONTRACTS §5); the body holds the password: never logged."""
-        return Request("POST", "/rest/login", "login", json.dumps(self.login_body()).encode(),
-                       "application/json", authenticated=False)
+        return Request(
+            "POST",
+            "/rest/login",
+            "login",
+            json.dumps(self.login_body()).encode(),
+            "application/json",
+            authenticated=False,
+        )
 
     def parse_login(self, reply: Reply) -> tuple[str, float]:
         doc = reply.json()
@@ -95,16 +128,23 @@ class Dengage(Connection):
 
     def error_message(self, reply: Reply) -> str:
         if reply.status == 403 and not reply.content:
-            return ("403 with an empty body: the API user lacks the DataSpace.Manage permission, or "
-                    "this machine's IP is not on the account's API allow-list")
+            return (
+                "403 with an empty body: the API user lacks the DataSpace.Manage permission, or "
+                "this machine's IP is not on the account's API allow-list"
+            )
         try:
             doc = reply.json()
             return f"code {doc.get('code')}: {doc.get('message')}"
         except (ValueError, AttributeError):
             return super().error_message(reply)
 
-    def contacts(self, *, insert_if_not_exists: bool = True, throw_exception_if_invalid_record: bool = False,
-                 columns: Sequence[str] | Mapping[str, str] | None = None) -> DengageContacts:
+    def contacts(
+        self,
+        *,
+        insert_if_not_exists: bool = True,
+        throw_exception_if_invalid_record: bool = False,
+        columns: Sequence[str] | Mapping[str, str] | None = None,
+    ) -> DengageContacts:
         """BulkUpsert. ``columns``: the account's import-enabled columns to send (contact_key
         among them), or a map ``{D·engage column: frame column}`` that sends those columns under
         D·engage's names and every other one under its own; by default the frame's columns of
@@ -115,8 +155,9 @@ class Dengage(Connection):
         ``throwExceptionIfInvalidRecord=true`` (seed §5); crmframes always sends both, and
         defaults to inserting (an upsert: what the endpoint is named for) and to per-record
         errors (one bad record must not refuse the other 999 of a call)."""
-        return DengageContacts(self, insert_if_not_exists, throw_exception_if_invalid_record,
-                               name_map(columns, "columns"))
+        return DengageContacts(
+            self, insert_if_not_exists, throw_exception_if_invalid_record, name_map(columns, "columns")
+        )
 
 
 @register
@@ -131,10 +172,18 @@ class DengageContacts(Target):
 
     name: ClassVar[str] = "dengage.contacts"
     limits: ClassVar[Limits] = Limits(
-        max_bytes=None, max_records=1000, max_concurrent=1, min_interval=60.0,
-        concurrency_scope="account", typical_job_seconds=1.0,
-        sources={"max_records": DN_BULK, "min_interval": DN_BULK, "max_concurrent": DN_BULK,
-                 "typical_job_seconds": "[I] the call is synchronous"},
+        max_bytes=None,
+        max_records=1000,
+        max_concurrent=1,
+        min_interval=60.0,
+        concurrency_scope="account",
+        typical_job_seconds=1.0,
+        sources={
+            "max_records": DN_BULK,
+            "min_interval": DN_BULK,
+            "max_concurrent": DN_BULK,
+            "typical_job_seconds": "[I] the call is synchronous",
+        },
     )
     statuses: ClassVar[Statuses | None] = RESPONSE_CODES
     retry_words: ClassVar[frozenset[str]] = frozenset({"code 999"})  # UnexpectedError
@@ -145,9 +194,11 @@ class DengageContacts(Target):
                 raise ConfigError(f"{arg} must be True or False; got {getattr(self, arg)!r}")
 
     def describe(self) -> dict[str, Any]:
-        return {"insert_if_not_exists": self.insert_if_not_exists,
-                "throw_exception_if_invalid_record": self.throw_exception_if_invalid_record,
-                "columns": self.columns}
+        return {
+            "insert_if_not_exists": self.insert_if_not_exists,
+            "throw_exception_if_invalid_record": self.throw_exception_if_invalid_record,
+            "columns": self.columns,
+        }
 
     path: ClassVar[str] = "/rest/bulk/contacts"
 
@@ -168,12 +219,20 @@ class DengageContacts(Target):
             enabled = set(IMPORT_TEMPLATE)
         for name, c in pairs:
             if name not in enabled:
-                problems.append(Problem(None, c, "unknown_column", (
-                    f"column {c!r} is not a column of D·engage's standard import template, and D·engage "
-                    f"takes only the account's import-enabled columns (a record with another column "
-                    f"fails).{did_you_mean(name, IMPORT_TEMPLATE)} If your account has it, list the columns "
-                    f"to send: contacts(columns=[...]), or map it: contacts(columns={{'column': {c!r}}}); "
-                    "otherwise drop it.")))
+                problems.append(
+                    Problem(
+                        None,
+                        c,
+                        "unknown_column",
+                        (
+                            f"column {c!r} is not a column of D·engage's standard import template, and D·engage "
+                            f"takes only the account's import-enabled columns (a record with another column "
+                            f"fails).{did_you_mean(name, IMPORT_TEMPLATE)} If your account has it, list the columns "
+                            f"to send: contacts(columns=[...]), or map it: contacts(columns={{'column': {c!r}}}); "
+                            "otherwise drop it."
+                        ),
+                    )
+                )
         return [(n, c) for n, c in pairs if n in enabled], problems
 
     def bind(self, schema: pl.Schema) -> Binding:
@@ -182,15 +241,31 @@ class DengageContacts(Target):
         names = [n for n, _ in pairs]
         if "contact_key" not in source:
             near = chk.find_column(schema, "contact_key")
-            hint = f" Column {near!r} looks like it: map it, contacts(columns={{'contact_key': {near!r}}})." \
-                if near else ""
-            problems.append(Problem(None, "contact_key", "missing_column",
-                                    "D·engage needs a 'contact_key' column (the unique contact ID) "
-                                    f"in every upsert.{hint}"))
+            hint = (
+                f" Column {near!r} looks like it: map it, contacts(columns={{'contact_key': {near!r}}})."
+                if near
+                else ""
+            )
+            problems.append(
+                Problem(
+                    None,
+                    "contact_key",
+                    "missing_column",
+                    f"D·engage needs a 'contact_key' column (the unique contact ID) in every upsert.{hint}",
+                )
+            )
         if "new_contact_key" in source and self.insert_if_not_exists:
-            problems.append(Problem(None, source["new_contact_key"], "not_allowed", (
-                "new_contact_key (renaming a contact) cannot be combined with insertIfNotExists=true "
-                "(seed §5): send it with contacts(insert_if_not_exists=False), or drop the column.")))
+            problems.append(
+                Problem(
+                    None,
+                    source["new_contact_key"],
+                    "not_allowed",
+                    (
+                        "new_contact_key (renaming a contact) cannot be combined with insertIfNotExists=true "
+                        "(seed §5): send it with contacts(insert_if_not_exists=False), or drop the column."
+                    ),
+                )
+            )
         problems += chk.unsupported(schema, list(source.values()), allow_nested=False, vendor="D·engage")
         checks: list[Check] = []
         unique = None
@@ -198,8 +273,9 @@ class DengageContacts(Target):
             kc = source["contact_key"]
             key = pl.col(kc).cast(pl.String)
             checks.append(chk.not_null(kc, "contact_key"))
-            checks.append(Check(kc, "empty_key", "contact_key is empty; fill it or drop the row.",
-                                key.str.strip_chars() == ""))
+            checks.append(
+                Check(kc, "empty_key", "contact_key is empty; fill it or drop the row.", key.str.strip_chars() == "")
+            )
             unique = UniqueKey(kc, key, "contact_key")
         if "email" in source:
             checks += chk.emails(source["email"])
@@ -208,9 +284,14 @@ class DengageContacts(Target):
                 checks.append(chk.max_chars(source[name], limit, name))
         if "contact_status" in source:
             status = pl.col(source["contact_status"])
-            checks.append(Check(source["contact_status"], "invalid_value",
-                                "contact_status must be 'A' (active) or 'P' (passive).",
-                                ~status.cast(pl.String).is_in(["A", "P"]) & status.is_not_null()))
+            checks.append(
+                Check(
+                    source["contact_status"],
+                    "invalid_value",
+                    "contact_status must be 'A' (active) or 'P' (passive).",
+                    ~status.cast(pl.String).is_in(["A", "P"]) & status.is_not_null(),
+                )
+            )
         cells: list[tuple[str, pl.Expr, Any]] = []
         for name, c in pairs:
             dtype = schema[c]
@@ -218,30 +299,55 @@ class DengageContacts(Target):
                 cells.append((name, pl.col(c).cast(pl.String), pl.String()))
             elif name in DATE_COLUMNS and isinstance(dtype, pl.Datetime):
                 # a date column holds no time: write the date, and refuse a time that would be lost
-                checks.append(Check(c, "not_a_date", f"{name} is a date in D·engage (yyyy-MM-dd, no time); this "
-                                    "value has a time of day. Keep the date: .dt.date().",
-                                    pl.col(c).dt.time() != pl.time(0)))
+                checks.append(
+                    Check(
+                        c,
+                        "not_a_date",
+                        f"{name} is a date in D·engage (yyyy-MM-dd, no time); this "
+                        "value has a time of day. Keep the date: .dt.date().",
+                        pl.col(c).dt.time() != pl.time(0),
+                    )
+                )
                 cells.append((name, pl.col(c).dt.date(), pl.Date()))
             elif name in DATE_COLUMNS and isinstance(dtype, pl.String):
-                checks.append(Check(c, "invalid_date", f"{name} must be a date 'yyyy-MM-dd'.",
-                                    ~pl.col(c).str.contains(r"^\d{4}-\d{2}-\d{2}$")))
+                checks.append(
+                    Check(
+                        c,
+                        "invalid_date",
+                        f"{name} must be a date 'yyyy-MM-dd'.",
+                        ~pl.col(c).str.contains(r"^\d{4}-\d{2}-\d{2}$"),
+                    )
+                )
                 cells.append((name, pl.col(c), dtype))
             else:
                 cells.append((name, pl.col(c), dtype))
         checks += chk.finite(schema, list(source.values()))
-        prefix = ('{"columns":' + json.dumps(names, separators=(",", ":"), ensure_ascii=False)
-                  + ',"contactDatas":[').encode()
-        suffix = ('],"insertIfNotExists":' + json.dumps(self.insert_if_not_exists)
-                  + ',"throwExceptionIfInvalidRecord":' + json.dumps(self.throw_exception_if_invalid_record)
-                  + "}").encode()
+        prefix = (
+            '{"columns":' + json.dumps(names, separators=(",", ":"), ensure_ascii=False) + ',"contactDatas":['
+        ).encode()
+        suffix = (
+            '],"insertIfNotExists":'
+            + json.dumps(self.insert_if_not_exists)
+            + ',"throwExceptionIfInvalidRecord":'
+            + json.dumps(self.throw_exception_if_invalid_record)
+            + "}"
+        ).encode()
         encode = None
         if not problems:
             row = json_object(cells, DATES) + pl.lit(",")
             encode = lambda nulls: row  # noqa: E731  (D·engage takes explicit nulls [I])
         key_expr = unique.key if unique is not None else None
         sent = ", ".join(n if n == c else f"{n} ← {c}" for n, c in pairs)
-        return Binding(self, tuple(problems), tuple(checks), unique, encode, Framing(prefix, suffix, trim=1),
-                       key_expr, (f"columns sent: {sent}",))
+        return Binding(
+            self,
+            tuple(problems),
+            tuple(checks),
+            unique,
+            encode,
+            Framing(prefix, suffix, trim=1),
+            key_expr,
+            (f"columns sent: {sent}",),
+        )
 
     def accepted(self, reply: Reply) -> Submission:
         """Synchronous: the answer to the call is the whole report (CONTRACTS §5, §6).
@@ -256,15 +362,26 @@ class DengageContacts(Target):
         if code is not None and (found is None or found.means != DONE):
             return Submission(None, state, outcome=Outcome(None, "failed", state, message=str(member(doc, "message"))))
         data = member(doc, "data")
-        if not isinstance(data, dict) or not any(member(data, w) is not None for w in ("inserted", "updated", "errors")):
+        if not isinstance(data, dict) or not any(
+            member(data, w) is not None for w in ("inserted", "updated", "errors")
+        ):
             data = doc
         lists = {w: member(data, w) or [] for w in ("inserted", "updated", "errors")}
-        faults = [Fault(w, None, key=k, verdict="accepted") for w in ("inserted", "updated")
-                  for k in map(_written_key, lists[w]) if k is not None]
+        faults = [
+            Fault(w, None, key=k, verdict="accepted")
+            for w in ("inserted", "updated")
+            for k in map(_written_key, lists[w])
+            if k is not None
+        ]
         faults += [_error(e) for e in lists["errors"]]
         imported = len(lists["inserted"]) + len(lists["updated"])
-        return Submission(None, state, outcome=Outcome(None, "finished", "done", tuple(faults),
-                                                       Totals(imported, len(lists["errors"]), data), named=True))
+        return Submission(
+            None,
+            state,
+            outcome=Outcome(
+                None, "finished", "done", tuple(faults), Totals(imported, len(lists["errors"]), data), named=True
+            ),
+        )
 
 
 KEY_NAMES = ("contact_key", "contactKey", "key")

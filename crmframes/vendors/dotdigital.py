@@ -81,8 +81,16 @@ MERGE_OPTIONS = {  # DD-SW enum names; DD-AB documents the same as "0" | "1" | "
     "OnlyOverwriteIfContactDataNotPopulated": 2,
 }
 INSIGHT_TYPES = (  # DD-ID collectionType enum
-    "cartInsight", "catalog", "consentInsight", "custom", "easyEditorExtensions",
-    "nostoEmailCampaigns", "orders", "productCategories", "webInsight", "wishList",
+    "cartInsight",
+    "catalog",
+    "consentInsight",
+    "custom",
+    "easyEditorExtensions",
+    "nostoEmailCampaigns",
+    "orders",
+    "productCategories",
+    "webInsight",
+    "wishList",
 )
 SCOPES = ("account", "contact")
 IDENTITIES = ("email", "contactId", "mobileNumber")  # or a custom identifier name (DD-ID)
@@ -139,8 +147,12 @@ POLL_DEADLINE = 6 * 3600.0
 
 def _limits(max_concurrent: int | None, slug: str, extra: dict[str, str]) -> Limits:
     return Limits(
-        max_bytes=MB50, max_records=None, max_concurrent=max_concurrent, min_interval=None,
-        concurrency_scope="account", typical_job_seconds=30.0,
+        max_bytes=MB50,
+        max_records=None,
+        max_concurrent=max_concurrent,
+        min_interval=None,
+        concurrency_scope="account",
+        typical_job_seconds=30.0,
         sources={"max_bytes": DOCS + slug, "typical_job_seconds": "[I] estimate", **extra},
     )
 
@@ -150,8 +162,14 @@ class Dotdigital(Connection):
 
     vendor = "Dotdigital"
 
-    def __init__(self, username: str | None = None, password: str | Secret | None = None, *,
-                 region: str | None = None, base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        username: str | None = None,
+        password: str | Secret | None = None,
+        *,
+        region: str | None = None,
+        base_url: str | None = None,
+    ) -> None:
         self.username = option(username, "DOTDIGITAL_USERNAME")
         self.password = secret(password, "DOTDIGITAL_PASSWORD")
         self.region = option(region, "DOTDIGITAL_REGION", "r1") or "r1"
@@ -195,8 +213,9 @@ class Dotdigital(Connection):
         if isinstance(doc, dict) and "message" in doc:
             return str(doc["message"])
         if isinstance(doc, dict) and "errorCode" in doc:
-            details = "; ".join(f"{d.get('item')}: {d.get('description')}" for d in doc.get("details") or []
-                                if isinstance(d, dict))
+            details = "; ".join(
+                f"{d.get('item')}: {d.get('description')}" for d in doc.get("details") or [] if isinstance(d, dict)
+            )
             return f"{doc['errorCode']} - {doc.get('description', '')}" + (f" ({details})" if details else "")
         return super().error_message(reply)
 
@@ -205,37 +224,74 @@ class Dotdigital(Connection):
         clients (``ERROR_IMPORT_TOOMANYACTIVEIMPORTS``, v3 ``tooManyActiveImports``) or the
         seed's words ("too many active imports"; v3: "too many imports are being processed")."""
         text = reply.content.lower()
-        return any(w in text for w in (b"toomanyactiveimports", b"too many active imports",
-                                       b"too many imports"))
+        return any(w in text for w in (b"toomanyactiveimports", b"too many active imports", b"too many imports"))
 
-    def contacts(self, address_book_id: int, merge_option: str | int = "OnlyOverwriteIfNotEmpty", *,
-                 email: str | None = None, fields: Sequence[str] | Mapping[str, str] | None = None,
-                 upload: str = "multipart", poll_deadline: float = POLL_DEADLINE) -> DotdigitalContacts:
+    def contacts(
+        self,
+        address_book_id: int,
+        merge_option: str | int = "OnlyOverwriteIfNotEmpty",
+        *,
+        email: str | None = None,
+        fields: Sequence[str] | Mapping[str, str] | None = None,
+        upload: str = "multipart",
+        poll_deadline: float = POLL_DEADLINE,
+    ) -> DotdigitalContacts:
         """The CSV columns map to the account's contact data fields by name (case-insensitive).
 
         ``fields``: a list of the columns to send, or a map from data field to column
         (``{"FIRSTNAME": "first_name"}``) that sends those columns under the field's name and
         every other column under its own. ``poll_deadline``: vendor seconds of polling one
         import before it is reported pending."""
-        return DotdigitalContacts(self, address_book_id, merge_option, email, name_map(fields, "fields"), upload,
-                                  poll_deadline=poll_deadline)
+        return DotdigitalContacts(
+            self, address_book_id, merge_option, email, name_map(fields, "fields"), upload, poll_deadline=poll_deadline
+        )
 
-    def transactional_data(self, collection: str, *, key: str, contact: str | None = None,
-                           scope: str = "contact", fields: Sequence[str] | None = None,
-                           poll_deadline: float = POLL_DEADLINE) -> DotdigitalTransactionalData:
-        return DotdigitalTransactionalData(self, collection, key, contact, scope, as_names(fields, "fields"), poll_deadline)
+    def transactional_data(
+        self,
+        collection: str,
+        *,
+        key: str,
+        contact: str | None = None,
+        scope: str = "contact",
+        fields: Sequence[str] | None = None,
+        poll_deadline: float = POLL_DEADLINE,
+    ) -> DotdigitalTransactionalData:
+        return DotdigitalTransactionalData(
+            self, collection, key, contact, scope, as_names(fields, "fields"), poll_deadline
+        )
 
-    def insight_data(self, collection: str, *, scope: str, type: str, key: str,
-                     identity: str = "email", contact: str | None = None,
-                     fields: Sequence[str] | None = None, poll_deadline: float = POLL_DEADLINE) -> DotdigitalInsightData:
-        return DotdigitalInsightData(self, collection, scope, type, key, identity, contact, as_names(fields, "fields"),
-                                     poll_deadline)
+    def insight_data(
+        self,
+        collection: str,
+        *,
+        scope: str,
+        type: str,
+        key: str,
+        identity: str = "email",
+        contact: str | None = None,
+        fields: Sequence[str] | None = None,
+        poll_deadline: float = POLL_DEADLINE,
+    ) -> DotdigitalInsightData:
+        return DotdigitalInsightData(
+            self, collection, scope, type, key, identity, contact, as_names(fields, "fields"), poll_deadline
+        )
 
 
 # What a frame column's type can become in a Dotdigital data field of each type (ApiDataTypes).
 # Strings are left to the vendor, which parses them; other types must fit.
-_NUMERIC = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64, pl.Float32,
-            pl.Float64, pl.Decimal)
+_NUMERIC = (
+    pl.Int8,
+    pl.Int16,
+    pl.Int32,
+    pl.Int64,
+    pl.UInt8,
+    pl.UInt16,
+    pl.UInt32,
+    pl.UInt64,
+    pl.Float32,
+    pl.Float64,
+    pl.Decimal,
+)
 _TEXT = (pl.String, pl.Categorical, pl.Enum, pl.Null)
 
 
@@ -251,8 +307,10 @@ def _fits(dtype: DType, field_type: str) -> bool:
         return isinstance(dtype, pl.Boolean)
     return True  # a type no document lists: let the vendor decide
 
-def _free_fields(schema: pl.Schema, chosen: tuple[str, ...] | None, mapped: Sequence[str | None],
-                 argument: str = "fields") -> tuple[list[str], list[Problem]]:
+
+def _free_fields(
+    schema: pl.Schema, chosen: tuple[str, ...] | None, mapped: Sequence[str | None], argument: str = "fields"
+) -> tuple[list[str], list[Problem]]:
     """Columns that go where the vendor takes free fields: given, or all not mapped."""
     if chosen is not None:
         return [f for f in chosen if f in schema], chk.unknown_fields(schema, chosen, argument)
@@ -295,15 +353,17 @@ class DotdigitalContacts(_V2Import):
     statuses: ClassVar[Statuses | None] = CONTACT_IMPORT
     retry_words: ClassVar[frozenset[str]] = RETRY_WORDS
     limits: ClassVar[Limits] = _limits(
-        25, "bulk-import-contacts-in-address-book-with-merge-option",
+        25,
+        "bulk-import-contacts-in-address-book-with-merge-option",
         {"max_concurrent": DOCS + "bulk-import-contacts-in-address-book-with-merge-option"},
     )
 
     def __post_init__(self) -> None:
         ab = self.address_book_id
         if isinstance(ab, bool) or not isinstance(ab, int) or not 0 < ab < 2**31:
-            raise ConfigError(f"address_book_id must be a positive 32-bit integer (the address "
-                              f"book's ID in Dotdigital); got {ab!r}")
+            raise ConfigError(
+                f"address_book_id must be a positive 32-bit integer (the address book's ID in Dotdigital); got {ab!r}"
+            )
         object.__setattr__(self, "merge_option", _merge_option(self.merge_option))
         if self.upload not in ("multipart", "json"):
             raise ConfigError(one_of(self.upload, ("multipart", "json"), "upload"))
@@ -311,9 +371,14 @@ class DotdigitalContacts(_V2Import):
         check_deadline(self.poll_deadline)
 
     def describe(self) -> dict[str, Any]:
-        return {"address_book_id": self.address_book_id, "merge_option": self.merge_option,
-                "email": self.email, "fields": self.fields, "upload": self.upload,
-                "poll_deadline": self.poll_deadline}
+        return {
+            "address_book_id": self.address_book_id,
+            "merge_option": self.merge_option,
+            "email": self.email,
+            "fields": self.fields,
+            "upload": self.upload,
+            "poll_deadline": self.poll_deadline,
+        }
 
     @property
     def path(self) -> str:
@@ -334,9 +399,17 @@ class DotdigitalContacts(_V2Import):
         seen: dict[str, str] = {"email": "Email"}
         for header, column in pairs:
             if header.casefold() in seen:
-                problems.append(Problem(None, column, "duplicate_column", (
-                    f"column {column!r} would be sent as {header!r}, a second {seen[header.casefold()]!r} column "
-                    "(names are compared without case); drop or rename it.")))
+                problems.append(
+                    Problem(
+                        None,
+                        column,
+                        "duplicate_column",
+                        (
+                            f"column {column!r} would be sent as {header!r}, a second {seen[header.casefold()]!r} column "
+                            "(names are compared without case); drop or rename it."
+                        ),
+                    )
+                )
             seen[header.casefold()] = header
         return email, pairs, problems
 
@@ -381,10 +454,13 @@ class DotdigitalContacts(_V2Import):
         if self.upload == "json":  # ApiFileMedia: {"fileName", "data": base64}
             return Framing(f'{{"fileName":"{filename}","data":"'.encode(), b'"}', head=head, base64=True)
         b = self.boundary
-        prefix = (f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-                  "Content-Type: text/csv\r\n\r\n").encode()
-        return Framing(prefix, f"\r\n--{b}--\r\n".encode(), head=head,
-                       content_type=f"multipart/form-data; boundary={b}")
+        prefix = (
+            f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: text/csv\r\n\r\n"
+        ).encode()
+        return Framing(
+            prefix, f"\r\n--{b}--\r\n".encode(), head=head, content_type=f"multipart/form-data; boundary={b}"
+        )
 
 
 def _merge_option(value: object) -> str:
@@ -398,9 +474,10 @@ def _merge_option(value: object) -> str:
             if name.lower() == value.lower():
                 return name
     allowed = [*MERGE_OPTIONS, 0, 1, 2]
-    raise ConfigError(one_of(value, allowed, "merge_option") +
-                      " (0 = overwrite all fields, 1 = blank values don't overwrite, "
-                      "2 = only fill fields that are empty)")
+    raise ConfigError(
+        one_of(value, allowed, "merge_option") + " (0 = overwrite all fields, 1 = blank values don't overwrite, "
+        "2 = only fill fields that are empty)"
+    )
 
 
 # --- transactional data (v2, JSON array) -----------------------------------------
@@ -425,8 +502,11 @@ class DotdigitalTransactionalData(_V2Import):
     limits: ClassVar[Limits] = _limits(None, "bulk-add-transactional-data-to-contacts", {})
 
     def __post_init__(self) -> None:
-        _check_collection(self.collection, V2_COLLECTION,
-                          "letters, digits and '_' only, not starting with a digit, at most 255 characters")
+        _check_collection(
+            self.collection,
+            V2_COLLECTION,
+            "letters, digits and '_' only, not starting with a digit, at most 255 characters",
+        )
         if self.scope not in SCOPES:
             raise ConfigError(one_of(self.scope, SCOPES, "scope"))
         if self.scope == "account" and self.contact is not None:
@@ -436,16 +516,31 @@ class DotdigitalTransactionalData(_V2Import):
         check_deadline(self.poll_deadline)
 
     def describe(self) -> dict[str, Any]:
-        return {"collection": self.collection, "key": self.key, "contact": self.contact,
-                "scope": self.scope, "fields": self.fields, "poll_deadline": self.poll_deadline}
+        return {
+            "collection": self.collection,
+            "key": self.key,
+            "contact": self.contact,
+            "scope": self.scope,
+            "fields": self.fields,
+            "poll_deadline": self.poll_deadline,
+        }
 
     @property
     def path(self) -> str:
         return f"/v2/contacts/transactional-data/import/{self.collection}"
 
     def bind(self, schema: pl.Schema) -> Binding:
-        return _bind_records(self, schema, self.key, self.scope, "email", self.contact, self.fields,
-                             self._encode, Framing(b"[", b"]", trim=1))
+        return _bind_records(
+            self,
+            schema,
+            self.key,
+            self.scope,
+            "email",
+            self.contact,
+            self.fields,
+            self._encode,
+            Framing(b"[", b"]", trim=1),
+        )
 
     def track(self, import_id: str, early: tuple[Any, ...], context: Any, sent: int = 0) -> Flow:
         return _transactional_track(import_id, self.poll_deadline)
@@ -456,13 +551,15 @@ class DotdigitalTransactionalData(_V2Import):
     def destination(self) -> str:
         return f"collection={self.collection}|scope={self.scope}"
 
-    def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema,
-                nulls: frozenset[str]) -> pl.Expr:
+    def _encode(
+        self, key: str, contact: str | None, data: list[str], schema: pl.Schema, nulls: frozenset[str]
+    ) -> pl.Expr:
         inner = strip_nulls(json_object([(c, pl.col(c), schema[c]) for c in data], ISO), data, schema, nulls)
         ident = pl.lit("account") if contact is None else pl.col(contact).cast(pl.String)
         # one encode of the record quotes the inner JSON as a string: no second pass to join
-        record = pl.struct(pl.col(key).cast(pl.String).alias("key"), ident.alias("contactIdentifier"),
-                           inner.alias("json"))
+        record = pl.struct(
+            pl.col(key).cast(pl.String).alias("key"), ident.alias("contactIdentifier"), inner.alias("json")
+        )
         return record.struct.json_encode() + pl.lit(",")
 
 
@@ -490,8 +587,9 @@ class DotdigitalInsightData(Target):
     limits: ClassVar[Limits] = _limits(5, "importinsightdata", {"max_concurrent": DOCS + "importinsightdata"})
 
     def __post_init__(self) -> None:
-        _check_collection(self.collection, V3_COLLECTION,
-                          "2–255 characters: letters, digits, '-' and '_', not starting with a digit")
+        _check_collection(
+            self.collection, V3_COLLECTION, "2–255 characters: letters, digits, '-' and '_', not starting with a digit"
+        )
         if self.scope not in SCOPES:
             raise ConfigError(one_of(self.scope, SCOPES, "scope"))
         canon = {t.lower(): t for t in INSIGHT_TYPES}
@@ -499,7 +597,9 @@ class DotdigitalInsightData(Target):
             raise ConfigError(one_of(self.type, INSIGHT_TYPES, "type"))
         object.__setattr__(self, "type", canon[self.type.lower()])
         if not isinstance(self.identity, str) or not self.identity.strip():
-            raise ConfigError(f"identity must be one of {IDENTITIES} or a custom identifier name; got {self.identity!r}")
+            raise ConfigError(
+                f"identity must be one of {IDENTITIES} or a custom identifier name; got {self.identity!r}"
+            )
         if self.scope == "account" and self.contact is not None:
             raise ConfigError("scope='account' records belong to no contact; drop contact=...")
         check_column(self.key, "key", optional=False)
@@ -507,20 +607,35 @@ class DotdigitalInsightData(Target):
         check_deadline(self.poll_deadline)
 
     def describe(self) -> dict[str, Any]:
-        return {"collection": self.collection, "scope": self.scope, "type": self.type, "key": self.key,
-                "identity": self.identity, "contact": self.contact, "fields": self.fields,
-                "poll_deadline": self.poll_deadline}
+        return {
+            "collection": self.collection,
+            "scope": self.scope,
+            "type": self.type,
+            "key": self.key,
+            "identity": self.identity,
+            "contact": self.contact,
+            "fields": self.fields,
+            "poll_deadline": self.poll_deadline,
+        }
 
     path: ClassVar[str] = "/insightData/v3/import"
 
     def bind(self, schema: pl.Schema) -> Binding:
-        head = {"collectionName": self.collection, "collectionScope": self.scope,
-                "collectionType": self.type}
+        head = {"collectionName": self.collection, "collectionScope": self.scope, "collectionType": self.type}
         import json
 
         prefix = (json.dumps(head, separators=(",", ":"), ensure_ascii=False)[:-1] + ',"records":[').encode()
-        return _bind_records(self, schema, self.key, self.scope, self.identity, self.contact, self.fields,
-                             self._encode, Framing(prefix, b"]}", trim=1))
+        return _bind_records(
+            self,
+            schema,
+            self.key,
+            self.scope,
+            self.identity,
+            self.contact,
+            self.fields,
+            self._encode,
+            Framing(prefix, b"]}", trim=1),
+        )
 
     method: ClassVar[str] = "PUT"
 
@@ -536,12 +651,16 @@ class DotdigitalInsightData(Target):
     def destination(self) -> str:
         return f"collection={self.collection}|scope={self.scope}|type={self.type}"
 
-    def _encode(self, key: str, contact: str | None, data: list[str], schema: pl.Schema,
-                nulls: frozenset[str]) -> pl.Expr:
+    def _encode(
+        self, key: str, contact: str | None, data: list[str], schema: pl.Schema, nulls: frozenset[str]
+    ) -> pl.Expr:
         record = [pl.col(key).cast(pl.String).alias("key")]
         if contact is not None:
-            record.append(pl.struct(pl.lit(self.identity).alias("identifier"),
-                                    pl.col(contact).cast(pl.String).alias("value")).alias("contactIdentity"))
+            record.append(
+                pl.struct(
+                    pl.lit(self.identity).alias("identifier"), pl.col(contact).cast(pl.String).alias("value")
+                ).alias("contactIdentity")
+            )
         fields = json_fields([(c, pl.col(c), schema[c]) for c in data], ISO)
         if fields is None:  # no data columns: polars has no empty struct, so append the empty object
             return pl.struct(record).struct.json_encode().str.strip_suffix("}") + pl.lit(',"json":{}},')
@@ -551,15 +670,22 @@ class DotdigitalInsightData(Target):
         return strip_nulls(encoded, data, schema, nulls) + pl.lit(",")
 
 
-def _bind_records(target: Target, schema: pl.Schema, key_arg: str, scope: str, identity: str,
-                  contact_arg: str | None, fields: tuple[str, ...] | None, encode: Any,
-                  framing: Framing) -> Binding:
+def _bind_records(
+    target: Target,
+    schema: pl.Schema,
+    key_arg: str,
+    scope: str,
+    identity: str,
+    contact_arg: str | None,
+    fields: tuple[str, ...] | None,
+    encode: Any,
+    framing: Framing,
+) -> Binding:
     """Shared binding of the two keyed-record targets (v2 transactional, v3 insight)."""
     key, problems = chk.resolve(schema, key_arg, [key_arg], "the record key", "key")
     contact = None
     if scope == "contact":
-        contact, more = chk.resolve(schema, contact_arg, [identity],
-                                    f"the contact identifier ({identity})", "contact")
+        contact, more = chk.resolve(schema, contact_arg, [identity], f"the contact identifier ({identity})", "contact")
         problems += more
     data, more = _free_fields(schema, fields, [key, contact])
     problems += more
@@ -573,17 +699,24 @@ def _bind_records(target: Target, schema: pl.Schema, key_arg: str, scope: str, i
         if identity == "email":
             # v2 accepts an email or a numeric contact ID in the same field (DD-TD)
             is_id = pl.col(contact).cast(pl.String).str.contains(r"^\d+$")
-            checks += [Check(e.column, e.code, e.problem, e.invalid & ~is_id)
-                       for e in chk.emails(contact, "the contact email")]
+            checks += [
+                Check(e.column, e.code, e.problem, e.invalid & ~is_id) for e in chk.emails(contact, "the contact email")
+            ]
         elif identity == "mobileNumber":
-            checks.append(Check(contact, "invalid_mobile",
-                                "the mobile number must be digits with an optional leading '+'.",
-                                ~pl.col(contact).cast(pl.String).str.contains(r"^\+?\d{6,15}$")))
+            checks.append(
+                Check(
+                    contact,
+                    "invalid_mobile",
+                    "the mobile number must be digits with an optional leading '+'.",
+                    ~pl.col(contact).cast(pl.String).str.contains(r"^\+?\d{6,15}$"),
+                )
+            )
     checks += chk.finite(schema, data)
     unique = UniqueKey(key, pl.col(key).cast(pl.String), "record key") if key is not None else None
     enc = None if problems else (lambda nulls: encode(key, contact, data, schema, nulls))
-    return Binding(target, tuple(problems), tuple(checks), unique, enc, framing,
-                   unique.key if unique is not None else None)
+    return Binding(
+        target, tuple(problems), tuple(checks), unique, enc, framing, unique.key if unique is not None else None
+    )
 
 
 def _nested_arrays(schema: pl.Schema, columns: list[str]) -> list[Problem]:
@@ -596,10 +729,17 @@ def _nested_arrays(schema: pl.Schema, columns: list[str]) -> list[Problem]:
             return any(has(f.dtype, False) for f in dtype.fields)
         return False
 
-    return [Problem(None, c, "nested_array",
-                    f"column {c!r} ({schema[c]}) holds a list inside a list, which Dotdigital "
-                    "rejects (JsonContainsNestedArray); flatten the inner lists.")
-            for c in columns if has(schema[c], False)]
+    return [
+        Problem(
+            None,
+            c,
+            "nested_array",
+            f"column {c!r} ({schema[c]}) holds a list inside a list, which Dotdigital "
+            "rejects (JsonContainsNestedArray); flatten the inner lists.",
+        )
+        for c in columns
+        if has(schema[c], False)
+    ]
 
 
 def _reader(statuses: Statuses) -> Any:
@@ -608,6 +748,7 @@ def _reader(statuses: Statuses) -> Any:
         word = None if word is None else str(word)
         found = statuses.classify(word)
         return StatusAnswer(word, None if found is None else found.means, None, doc)
+
     return read
 
 
@@ -648,27 +789,35 @@ def _contacts_track(import_id: str, deadline: float) -> Flow:
     imported = None if new is None or updated is None else new + updated
     # the count categories overlap (suppressedContacts vs globallySuppressed) [I]: reconcile
     # on what was imported, and take rejections from the faults file
-    return Outcome(import_id, "finished", last.word, tuple(contact_faults(faults.content)),
-                   Totals(imported, None, counts))
+    return Outcome(
+        import_id, "finished", last.word, tuple(contact_faults(faults.content)), Totals(imported, None, counts)
+    )
 
 
 def _transactional_track(import_id: str, deadline: float) -> Flow:
     base = f"/v2/contacts/transactional-data/import/{import_id}"
-    last, ended = yield from poll(Request("GET", base, "poll"), _reader(TRANSACTIONAL_IMPORT), poll_intervals(),
-                                  deadline)
+    last, ended = yield from poll(
+        Request("GET", base, "poll"), _reader(TRANSACTIONAL_IMPORT), poll_intervals(), deadline
+    )
     if not ended or last is None:
         return still_running(import_id, last, deadline, "Dotdigital")
     if last.means == FAILED:
         return _failed(import_id, last.word)
     report = (yield from call(Request("GET", base + "/report", "report"))).json()
     faults = tuple(_fault(f, "reason", "detail") for f in member(report, "faults") or [])
-    return Outcome(import_id, "finished", last.word, faults,
-                   Totals(as_int(member(report, "totalImported")), as_int(member(report, "totalRejected")), report))
+    return Outcome(
+        import_id,
+        "finished",
+        last.word,
+        faults,
+        Totals(as_int(member(report, "totalImported")), as_int(member(report, "totalRejected")), report),
+    )
 
 
 def _insight_track(path: str, import_id: str, deadline: float) -> Flow:
-    last, ended = yield from poll(Request("GET", f"{path}/{import_id}", "poll"), _reader(INSIGHT_IMPORT),
-                                  poll_intervals(), deadline)
+    last, ended = yield from poll(
+        Request("GET", f"{path}/{import_id}", "poll"), _reader(INSIGHT_IMPORT), poll_intervals(), deadline
+    )
     if not ended or last is None:
         return still_running(import_id, last, deadline, "Dotdigital")
     if last.means == FAILED:
@@ -676,8 +825,13 @@ def _insight_track(path: str, import_id: str, deadline: float) -> Flow:
     doc = last.doc
     faults = tuple(_fault(f, "failureReason", "details") for f in member(doc, "failures") or [])
     summary = member(doc, "summary") or {}
-    return Outcome(import_id, "finished", last.word, faults,
-                   Totals(as_int(member(summary, "totalImported")), as_int(member(summary, "totalRejected")), summary))
+    return Outcome(
+        import_id,
+        "finished",
+        last.word,
+        faults,
+        Totals(as_int(member(summary, "totalImported")), as_int(member(summary, "totalRejected")), summary),
+    )
 
 
 def _fault(item: Any, reason: str, detail: str) -> Fault:
@@ -688,8 +842,9 @@ def _fault(item: Any, reason: str, detail: str) -> Fault:
     if isinstance(why, list):
         why = "; ".join(map(str, why)) or None
     key = member(item, "key")
-    return Fault(str(member(item, reason) or "Unknown"), None if why is None else str(why),
-                 key=None if key is None else str(key))
+    return Fault(
+        str(member(item, reason) or "Unknown"), None if why is None else str(why), key=None if key is None else str(key)
+    )
 
 
 # --- preflight against the account (sans-I/O; cost: the calls below, cached a minute) -------------
@@ -708,9 +863,17 @@ def _contacts_account(t: DotdigitalContacts, schema: pl.Schema) -> Generator[Ste
     problems = []
     book = yield from call(_get(f"/v2/address-books/{t.address_book_id}"))
     if book.status == 404:
-        problems.append(Problem(None, None, "unknown_destination", (
-            f"Dotdigital has no address book {t.address_book_id} in this account (ERROR_ADDRESSBOOK_NOT_FOUND): "
-            "check address_book_id.")))
+        problems.append(
+            Problem(
+                None,
+                None,
+                "unknown_destination",
+                (
+                    f"Dotdigital has no address book {t.address_book_id} in this account (ERROR_ADDRESSBOOK_NOT_FOUND): "
+                    "check address_book_id."
+                ),
+            )
+        )
     reply = yield from call(_get("/v2/data-fields"))
     fields = {str(member(f, "name")).casefold(): f for f in reply.json() or [] if isinstance(f, dict)}
     names = [str(member(f, "name")) for f in fields.values()]
@@ -719,17 +882,33 @@ def _contacts_account(t: DotdigitalContacts, schema: pl.Schema) -> Generator[Ste
         found = fields.get(header.casefold())
         sent_as = "" if header == column else f" (sent as {header!r})"
         if found is None:
-            problems.append(Problem(None, column, "unmapped_column", (
-                f"column {column!r}{sent_as} matches no contact data field of the account, so Dotdigital would "
-                f"drop its values without a word.{did_you_mean(header, names)} Map it to a field: "
-                f"contacts(..., fields={{'FIELD': {column!r}}}); create the field in Dotdigital; or drop the "
-                f"column. The account's fields: {', '.join(sorted(names)) or '(none)'}.")))
+            problems.append(
+                Problem(
+                    None,
+                    column,
+                    "unmapped_column",
+                    (
+                        f"column {column!r}{sent_as} matches no contact data field of the account, so Dotdigital would "
+                        f"drop its values without a word.{did_you_mean(header, names)} Map it to a field: "
+                        f"contacts(..., fields={{'FIELD': {column!r}}}); create the field in Dotdigital; or drop the "
+                        f"column. The account's fields: {', '.join(sorted(names)) or '(none)'}."
+                    ),
+                )
+            )
             continue
         kind = str(member(found, "type") or "String")
         if not _fits(schema[column], kind):
-            problems.append(Problem(None, column, "type_mismatch", (
-                f"column {column!r}{sent_as} is {schema[column]}, but the data field {member(found, 'name')!r} is "
-                f"{kind}: cast the column, or map it to a field of a fitting type.")))
+            problems.append(
+                Problem(
+                    None,
+                    column,
+                    "type_mismatch",
+                    (
+                        f"column {column!r}{sent_as} is {schema[column]}, but the data field {member(found, 'name')!r} is "
+                        f"{kind}: cast the column, or map it to a field of a fitting type."
+                    ),
+                )
+            )
     return problems
 
 
@@ -749,8 +928,16 @@ def _insight_account(t: DotdigitalInsightData) -> Generator[Step, Reply | None, 
             continue
         scope, kind = member(c, "collectionScope"), member(c, "collectionType")
         if (scope and str(scope).casefold() != t.scope) or (kind and str(kind).casefold() != t.type.casefold()):
-            return [Problem(None, None, "collection_conflict", (
-                f"the account already has an Insight collection {t.collection!r} of scope {scope!r} and type "
-                f"{kind!r}; this target sends scope {t.scope!r}, type {t.type!r}. Use that scope and type, or "
-                "another collection name."))]
+            return [
+                Problem(
+                    None,
+                    None,
+                    "collection_conflict",
+                    (
+                        f"the account already has an Insight collection {t.collection!r} of scope {scope!r} and type "
+                        f"{kind!r}; this target sends scope {t.scope!r}, type {t.type!r}. Use that scope and type, or "
+                        "another collection name."
+                    ),
+                )
+            ]
     return []

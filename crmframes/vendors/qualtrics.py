@@ -85,8 +85,9 @@ class Qualtrics(Connection):
 
     vendor = "Qualtrics"
 
-    def __init__(self, token: str | Secret | None = None, *, datacenter: str | None = None,
-                 base_url: str | None = None) -> None:
+    def __init__(
+        self, token: str | Secret | None = None, *, datacenter: str | None = None, base_url: str | None = None
+    ) -> None:
         self.token = secret(token, "QUALTRICS_API_TOKEN", "token")
         self.datacenter = option(datacenter, "QUALTRICS_DATACENTER")
         url = option(base_url, "QUALTRICS_BASE_URL")
@@ -94,11 +95,15 @@ class Qualtrics(Connection):
             self.base_url = clean_base_url(url)
         elif self.datacenter:
             if not self.datacenter.replace("-", "").isalnum():
-                raise ConfigError(f"datacenter must be an ID such as 'fra1', 'iad1', 'syd1' or 'ca1'; got {self.datacenter!r}")
+                raise ConfigError(
+                    f"datacenter must be an ID such as 'fra1', 'iad1', 'syd1' or 'ca1'; got {self.datacenter!r}"
+                )
             self.base_url = f"https://{self.datacenter}.qualtrics.com"
         else:
-            raise ConfigError("Qualtrics needs datacenter= (e.g. 'fra1'; it is in your account's "
-                              "Qualtrics IDs page) or QUALTRICS_DATACENTER, or base_url=...")
+            raise ConfigError(
+                "Qualtrics needs datacenter= (e.g. 'fra1'; it is in your account's "
+                "Qualtrics IDs page) or QUALTRICS_DATACENTER, or base_url=..."
+            )
 
     def __repr__(self) -> str:
         creds = "set" if self.token else "missing"
@@ -128,11 +133,17 @@ class Qualtrics(Connection):
         except (ValueError, KeyError, TypeError):
             return super().error_message(reply)
 
-    def transaction_contacts(self, directory_id: str, mailing_list_id: str, *,
-                             transaction_fields: Sequence[str] = (),
-                             embedded_fields: Sequence[str] | None = None,
-                             batch_id: str | None = None, contact_fields: Mapping[str, str] | None = None,
-                             poll_deadline: float = POLL_DEADLINE) -> QualtricsTransactionContacts:
+    def transaction_contacts(
+        self,
+        directory_id: str,
+        mailing_list_id: str,
+        *,
+        transaction_fields: Sequence[str] = (),
+        embedded_fields: Sequence[str] | None = None,
+        batch_id: str | None = None,
+        contact_fields: Mapping[str, str] | None = None,
+        poll_deadline: float = POLL_DEADLINE,
+    ) -> QualtricsTransactionContacts:
         """Columns named like a contact key (firstName, lastName, email, extRef, language,
         unsubscribed; case, '_' and '-' ignored) become those keys; ``contact_fields`` maps
         others, ``{"firstName": "first"}``. ``transaction_fields`` go in transactionData, the
@@ -140,11 +151,20 @@ class Qualtrics(Connection):
         seconds of polling one import before it is reported pending."""
         mapped = name_map(contact_fields, "contact_fields")
         if mapped is not None and not isinstance(mapped, dict):
-            raise ConfigError(f"contact_fields must map contact keys to column names, e.g. "
-                              f"{{'firstName': 'first'}}; got {contact_fields!r}")
+            raise ConfigError(
+                f"contact_fields must map contact keys to column names, e.g. "
+                f"{{'firstName': 'first'}}; got {contact_fields!r}"
+            )
         return QualtricsTransactionContacts(
-            self, directory_id, mailing_list_id, as_names(transaction_fields, "transaction_fields") or (),
-            as_names(embedded_fields, "embedded_fields"), batch_id, poll_deadline, mapped)
+            self,
+            directory_id,
+            mailing_list_id,
+            as_names(transaction_fields, "transaction_fields") or (),
+            as_names(embedded_fields, "embedded_fields"),
+            batch_id,
+            poll_deadline,
+            mapped,
+        )
 
 
 @register
@@ -164,19 +184,28 @@ class QualtricsTransactionContacts(Target):
     name: ClassVar[str] = "qualtrics.transaction_contacts"
     statuses: ClassVar[Statuses | None] = IMPORT_STATUSES
     limits: ClassVar[Limits] = Limits(
-        max_bytes=5_000_000, max_records=10_000, max_concurrent=1, min_interval=None,
-        concurrency_scope="mailing_list", typical_job_seconds=20.0,
-        sources={"max_bytes": QX_CREATE, "max_records": QX_CREATE,
-                 "max_concurrent": "QX-QD create-contact-in-mailing-list: one import per list at a time",
-                 "typical_job_seconds": "[I] estimate"},
+        max_bytes=5_000_000,
+        max_records=10_000,
+        max_concurrent=1,
+        min_interval=None,
+        concurrency_scope="mailing_list",
+        typical_job_seconds=20.0,
+        sources={
+            "max_bytes": QX_CREATE,
+            "max_records": QX_CREATE,
+            "max_concurrent": "QX-QD create-contact-in-mailing-list: one import per list at a time",
+            "typical_job_seconds": "[I] estimate",
+        },
     )
 
     def __post_init__(self) -> None:
         for arg, prefix in (("directory_id", "POOL_"), ("mailing_list_id", "CG_")):
             v = getattr(self, arg)
             if not isinstance(v, str) or not v.startswith(prefix) or len(v) <= len(prefix):
-                raise ConfigError(f"{arg} must be a Qualtrics ID starting with {prefix!r} "
-                                  f"(Directories → ID in the Qualtrics IDs page); got {v!r}")
+                raise ConfigError(
+                    f"{arg} must be a Qualtrics ID starting with {prefix!r} "
+                    f"(Directories → ID in the Qualtrics IDs page); got {v!r}"
+                )
         dup = sorted({f for f in self.transaction_fields if self.transaction_fields.count(f) > 1})
         if dup:
             raise ConfigError(f"transaction_fields lists {dup} more than once")
@@ -184,19 +213,28 @@ class QualtricsTransactionContacts(Target):
             overlap = sorted(set(self.embedded_fields) & set(self.transaction_fields))
             if overlap:
                 raise ConfigError(f"embeddedData keys must not overlap transaction_fields; both list {overlap}")
-        if self.batch_id is not None and (not isinstance(self.batch_id, str) or
-                                          not self.batch_id.strip() or len(self.batch_id) > BATCH_ID_RESERVED):
-            raise ConfigError(f"batch_id must be a Qualtrics transaction batch ID of at most "
-                              f"{BATCH_ID_RESERVED} characters; got {self.batch_id!r}")
+        if self.batch_id is not None and (
+            not isinstance(self.batch_id, str) or not self.batch_id.strip() or len(self.batch_id) > BATCH_ID_RESERVED
+        ):
+            raise ConfigError(
+                f"batch_id must be a Qualtrics transaction batch ID of at most "
+                f"{BATCH_ID_RESERVED} characters; got {self.batch_id!r}"
+            )
         check_deadline(self.poll_deadline)
         for key in self.contact_fields or {}:
             if key not in STANDARD:
                 raise ConfigError(one_of(key, STANDARD, "contact_fields keys"))
 
     def describe(self) -> dict[str, Any]:
-        return {"directory_id": self.directory_id, "mailing_list_id": self.mailing_list_id,
-                "transaction_fields": self.transaction_fields, "embedded_fields": self.embedded_fields,
-                "batch_id": self.batch_id, "poll_deadline": self.poll_deadline, "contact_fields": self.contact_fields}
+        return {
+            "directory_id": self.directory_id,
+            "mailing_list_id": self.mailing_list_id,
+            "transaction_fields": self.transaction_fields,
+            "embedded_fields": self.embedded_fields,
+            "batch_id": self.batch_id,
+            "poll_deadline": self.poll_deadline,
+            "contact_fields": self.contact_fields,
+        }
 
     @property
     def path(self) -> str:
@@ -206,8 +244,9 @@ class QualtricsTransactionContacts(Target):
         """The envelope; without a batch id it reserves BATCH_ID_RESERVED bytes for one."""
         bid = batch_id or self.batch_id or BATCH_PLACEHOLDER
         if self.transaction_fields:
-            meta = json.dumps({"batchId": bid, "fields": list(self.transaction_fields)},
-                              separators=(",", ":"), ensure_ascii=False)
+            meta = json.dumps(
+                {"batchId": bid, "fields": list(self.transaction_fields)}, separators=(",", ":"), ensure_ascii=False
+            )
             prefix = '{"transactionMeta":' + meta + ',"contacts":['
         else:
             prefix = '{"contacts":['
@@ -217,8 +256,13 @@ class QualtricsTransactionContacts(Target):
         problems: list[Problem] = chk.unknown_fields(schema, self.transaction_fields, "transaction_fields")
         given = self.contact_fields or {}
         problems += chk.unknown_fields(schema, list(given.values()), "contact_fields")
-        standard = {f: c for f in STANDARD if (c := chk.find_column(schema, f)) is not None
-                    and c not in self.transaction_fields and c not in given.values()}
+        standard = {
+            f: c
+            for f in STANDARD
+            if (c := chk.find_column(schema, f)) is not None
+            and c not in self.transaction_fields
+            and c not in given.values()
+        }
         standard |= {f: c for f, c in given.items() if c in schema}
         standard = {f: standard[f] for f in STANDARD if f in standard}  # the documented order
         taken = set(standard.values()) | set(self.transaction_fields)
@@ -228,36 +272,66 @@ class QualtricsTransactionContacts(Target):
         else:
             embedded = [c for c in schema.names() if c not in taken]
         trans = [c for c in self.transaction_fields if c in schema]
-        problems += chk.unsupported(schema, [*standard.values(), *embedded, *trans],
-                                    allow_nested=False, vendor="Qualtrics")
+        problems += chk.unsupported(
+            schema, [*standard.values(), *embedded, *trans], allow_nested=False, vendor="Qualtrics"
+        )
         for c in embedded:
             if len(c) > MAX_EMBEDDED_NAME:
-                problems.append(Problem(None, c, "too_long",
-                                        f"embedded data name {c[:40]!r}… is over {MAX_EMBEDDED_NAME} characters; rename the column."))
+                problems.append(
+                    Problem(
+                        None,
+                        c,
+                        "too_long",
+                        f"embedded data name {c[:40]!r}… is over {MAX_EMBEDDED_NAME} characters; rename the column.",
+                    )
+                )
         if "unsubscribed" in standard and not isinstance(schema[standard["unsubscribed"]], (pl.Boolean, pl.Null)):
-            problems.append(Problem(None, standard["unsubscribed"], "wrong_type",
-                                    f"{standard['unsubscribed']!r} maps to unsubscribed, which must be "
-                                    f"Boolean; it is {schema[standard['unsubscribed']]}. Cast it (== 'yes')."))
+            problems.append(
+                Problem(
+                    None,
+                    standard["unsubscribed"],
+                    "wrong_type",
+                    f"{standard['unsubscribed']!r} maps to unsubscribed, which must be "
+                    f"Boolean; it is {schema[standard['unsubscribed']]}. Cast it (== 'yes').",
+                )
+            )
         checks: list[Check] = chk.finite(schema, [*standard.values(), *embedded, *trans])
         if "email" in standard:
             checks += chk.emails(standard["email"])
         ids = [pl.col(standard[f]).is_null() for f in IDENTIFIERS if f in standard]
         if ids:
-            checks.append(Check(None, "no_identifier",
-                                "the contact has no email or extRef; Qualtrics needs one to "
-                                "identify it. Fill one in or drop the row.", pl.all_horizontal(ids)))
+            checks.append(
+                Check(
+                    None,
+                    "no_identifier",
+                    "the contact has no email or extRef; Qualtrics needs one to "
+                    "identify it. Fill one in or drop the row.",
+                    pl.all_horizontal(ids),
+                )
+            )
         else:
-            problems.append(Problem(None, "email", "missing_column",
-                                    "no email or extRef column: Qualtrics needs one to identify "
-                                    "each contact. Add one (e.g. a column named 'email')."))
+            problems.append(
+                Problem(
+                    None,
+                    "email",
+                    "missing_column",
+                    "no email or extRef column: Qualtrics needs one to identify "
+                    "each contact. Add one (e.g. a column named 'email').",
+                )
+            )
         if trans:
             # the seed: transactionData "must, at a minimum, have keys that match at least one"
             # of transactionMeta.fields, so an all-null row would send {} and create nothing
-            checks.append(Check(None, "no_transaction_data",
-                                f"every transaction field ({', '.join(trans)}) is null, so Qualtrics would "
-                                "create no transaction for this contact. Fill one in, drop the row, or send "
-                                "such contacts without transaction_fields.",
-                                pl.all_horizontal([pl.col(c).is_null() for c in trans])))
+            checks.append(
+                Check(
+                    None,
+                    "no_transaction_data",
+                    f"every transaction field ({', '.join(trans)}) is null, so Qualtrics would "
+                    "create no transaction for this contact. Fill one in, drop the row, or send "
+                    "such contacts without transaction_fields.",
+                    pl.all_horizontal([pl.col(c).is_null() for c in trans]),
+                )
+            )
         for c in [*embedded, *trans]:
             if isinstance(schema[c], (pl.String, pl.Categorical, pl.Enum)):
                 checks.append(chk.max_chars(c, MAX_EMBEDDED_VALUE, f"the value of {c!r}"))
@@ -270,8 +344,10 @@ class QualtricsTransactionContacts(Target):
             notes.append(f"transactionData: {', '.join(trans)}")
         looks = [c for c in embedded if c.lower() in {x.lower() for x in LOOKALIKES}]
         if looks:
-            notes.append(f"{', '.join(map(repr, looks))} go in embeddedData: a transaction contacts import "
-                         f"takes only the contact keys {', '.join(STANDARD)} (CONTRACTS §6)")
+            notes.append(
+                f"{', '.join(map(repr, looks))} go in embeddedData: a transaction contacts import "
+                f"takes only the contact keys {', '.join(STANDARD)} (CONTRACTS §6)"
+            )
         return Binding(self, tuple(problems), tuple(checks), None, encode, self.framing(), key, tuple(notes))
 
     # a re-sent transaction contacts import adds the transactions again (CONTRACTS §4, dedup)
@@ -317,10 +393,11 @@ class QualtricsTransactionContacts(Target):
         old, new = self.framing().prefix, self.framing(batch_id).prefix
         if not body.startswith(old) or len(new) > len(old):
             raise ConfigError(f"batch id {batch_id!r} is longer than the {BATCH_ID_RESERVED} characters reserved")
-        return new + body[len(old):]
+        return new + body[len(old) :]
 
-    def _encode(self, schema: pl.Schema, standard: dict[str, str], embedded: list[str],
-                trans: list[str], nulls: frozenset[str]) -> pl.Expr:
+    def _encode(
+        self, schema: pl.Schema, standard: dict[str, str], embedded: list[str], trans: list[str], nulls: frozenset[str]
+    ) -> pl.Expr:
         """A contact object; embedded/transaction values as strings [I]; nulls omitted."""
         members = []
         for f, c in standard.items():
@@ -347,7 +424,6 @@ class QualtricsTransactionContacts(Target):
         return strip_keys(encoded, keys, openers) + pl.lit(",")
 
 
-
 # --- statuses and lifecycle (sans-I/O; driven by the engine) -----------------------------
 
 
@@ -355,13 +431,16 @@ def _create_batch(t: QualtricsTransactionContacts, now_utc: str) -> Flow:
     """``POST /directories/{dir}/transactionbatches`` → the batch id for transactionMeta."""
     body = json.dumps({"transactionIds": [], "creationDate": now_utc}).encode()
     # a repeat after a lost answer leaves an empty batch behind, and duplicates nothing
-    reply = yield from call(Request("POST", f"/API/v3/directories/{t.directory_id}/transactionbatches", "batch",
-                                    body, "application/json"))
+    reply = yield from call(
+        Request("POST", f"/API/v3/directories/{t.directory_id}/transactionbatches", "batch", body, "application/json")
+    )
     return str(reply.json()["result"]["id"])
 
 
-UNPROCESSED = ("Qualtrics did not process this contact: its embedded or transaction data was not accepted "
-               "(a null value, a non-object, or a key also in transaction fields).")
+UNPROCESSED = (
+    "Qualtrics did not process this contact: its embedded or transaction data was not accepted "
+    "(a null value, a non-object, or a key also in transaction fields)."
+)
 
 
 def _read_status(doc: Any) -> StatusAnswer:
@@ -383,15 +462,18 @@ def _track(t: QualtricsTransactionContacts, import_id: str, unprocessed: int, se
 
     ``unprocessed``: contacts the submit answer already listed; ``sent``: contacts in the request."""
     status_path = f"{t.path}/{import_id}"
-    last, ended = yield from poll(Request("GET", status_path, "poll"), _read_status,
-                                  poll_intervals(2.0, 1.5, 30.0), t.poll_deadline)  # [I] no documented schedule
+    last, ended = yield from poll(
+        Request("GET", status_path, "poll"), _read_status, poll_intervals(2.0, 1.5, 30.0), t.poll_deadline
+    )  # [I] no documented schedule
     if not ended or last is None:
         return still_running(import_id, last, t.poll_deadline, "Qualtrics")
     if last.means == FAILED:
         return Outcome(import_id, "failed", last.word, message=f"Qualtrics ended the import with status {last.word}")
     summary = member((yield from call(Request("GET", status_path + "/summary", "report"))).json(), "result") or {}
-    faults = [Fault("invalid_email", f"Qualtrics lists {e!r} among invalidEmails.", key=str(e).lower())
-              for e in member(summary, "invalidEmails") or []]
+    faults = [
+        Fault("invalid_email", f"Qualtrics lists {e!r} among invalidEmails.", key=str(e).lower())
+        for e in member(summary, "invalidEmails") or []
+    ]
     count = member(member(summary, "contacts"), "count") or {}
     added, updated, failed = (as_int(member(count, w)) for w in ("added", "updated", "failed"))
     imported = None if added is None or updated is None else added + updated
@@ -418,13 +500,15 @@ def _import_report(t: QualtricsTransactionContacts, import_id: str) -> Generator
     out: list[Fault] = []
     token = None
     for _ in range(10_000):  # pages; a report never has more pages than contacts
-        reply = yield from call(Request("GET", path, "report", params={"skipToken": token} if token else {},
-                                        answered=frozenset({400, 404})))
+        reply = yield from call(
+            Request("GET", path, "report", params={"skipToken": token} if token else {}, answered=frozenset({400, 404}))
+        )
         if reply.status != 200:
             return out
         doc = reply.json()
-        for entry in member(member(doc, "results") or member(member(doc, "result"), "results"),
-                            "importReportEntries") or []:
+        for entry in (
+            member(member(doc, "results") or member(member(doc, "result"), "results"), "importReportEntries") or []
+        ):
             fault = _report_entry(entry, bool(t.transaction_fields))
             if fault is not None:
                 out.append(fault)
@@ -446,8 +530,7 @@ def _report_entry(entry: Any, with_transactions: bool) -> Fault | None:
         word = str(member(entry, status) or "").strip().casefold()
         if word in REPORT_FAILED:
             why = member(entry, code) or member(entry, status)
-            return Fault(str(why), f"the Qualtrics import report says {status} {member(entry, status)!r}",
-                         index=index)
+            return Fault(str(why), f"the Qualtrics import report says {status} {member(entry, status)!r}", index=index)
         if word not in REPORT_OK:
             verdict = ""
     return Fault("imported", None, index=index, verdict="accepted") if verdict else None
@@ -458,18 +541,48 @@ def _account(t: QualtricsTransactionContacts) -> Generator[Step, Reply | None, l
     ``GET /directories/{dir}/transactionbatches/{batch}``), cached a minute. Qualtrics takes
     an import into a missing list or batch and creates nothing (seed FAQ): ask first."""
     found = []
-    reply = yield from call(Request("GET", f"/API/v3/directories/{t.directory_id}/mailinglists/{t.mailing_list_id}",
-                                    "account", answered=frozenset({400, 404}), cache=60.0))
+    reply = yield from call(
+        Request(
+            "GET",
+            f"/API/v3/directories/{t.directory_id}/mailinglists/{t.mailing_list_id}",
+            "account",
+            answered=frozenset({400, 404}),
+            cache=60.0,
+        )
+    )
     if reply.status != 200:
-        found.append(Problem(None, None, "unknown_destination", (
-            f"Qualtrics has no mailing list {t.mailing_list_id} in directory {t.directory_id} (HTTP {reply.status}): "
-            "check directory_id and mailing_list_id.")))
+        found.append(
+            Problem(
+                None,
+                None,
+                "unknown_destination",
+                (
+                    f"Qualtrics has no mailing list {t.mailing_list_id} in directory {t.directory_id} (HTTP {reply.status}): "
+                    "check directory_id and mailing_list_id."
+                ),
+            )
+        )
     if t.batch_id:
-        reply = yield from call(Request("GET", f"/API/v3/directories/{t.directory_id}/transactionbatches/{t.batch_id}",
-                                        "account", answered=frozenset({400, 404}), cache=60.0))
+        reply = yield from call(
+            Request(
+                "GET",
+                f"/API/v3/directories/{t.directory_id}/transactionbatches/{t.batch_id}",
+                "account",
+                answered=frozenset({400, 404}),
+                cache=60.0,
+            )
+        )
         if reply.status != 200:
-            found.append(Problem(None, None, "unknown_destination", (
-                f"Qualtrics has no transaction batch {t.batch_id} in directory {t.directory_id} (HTTP "
-                f"{reply.status}), so no transaction would be created: check batch_id, or leave it out to have "
-                "one made for the job.")))
+            found.append(
+                Problem(
+                    None,
+                    None,
+                    "unknown_destination",
+                    (
+                        f"Qualtrics has no transaction batch {t.batch_id} in directory {t.directory_id} (HTTP "
+                        f"{reply.status}), so no transaction would be created: check batch_id, or leave it out to have "
+                        "one made for the job."
+                    ),
+                )
+            )
     return found

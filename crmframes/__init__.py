@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import typing as _typing
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
@@ -25,7 +26,9 @@ from crmframes._errors import (
     CrmError,
     CrmWarning,
     FrameError,
+    NotATargetError,
     PayloadError,
+    UsageError,
     VendorError,
     VendorUnavailableError,
 )
@@ -34,9 +37,11 @@ from crmframes._pipeline import Payload, Plan, payloads, plan
 from crmframes._retry import RetryPolicy
 from crmframes._target import Limits, Target
 from crmframes._target import registered as targets
-from crmframes.vendors.dengage import Dengage
-from crmframes.vendors.dotdigital import Dotdigital
-from crmframes.vendors.qualtrics import Qualtrics
+
+if _typing.TYPE_CHECKING:  # for type checkers; at run time they come from the registry (__getattr__)
+    from crmframes.vendors.dengage import Dengage
+    from crmframes.vendors.dotdigital import Dotdigital
+    from crmframes.vendors.qualtrics import Qualtrics
 
 try:
     __version__ = _version("crmframes")
@@ -44,6 +49,23 @@ except _PackageNotFoundError:  # running from a source tree that is not installe
     __version__ = "0.0.0"
 
 _register()
+
+
+def __getattr__(name: str) -> type:
+    """``cf.Dotdigital`` and every other registered connection class, by class name: a vendor
+    module registers itself, and nothing here lists vendors."""
+    from crmframes._connection import connections
+
+    for cls in connections().values():
+        if cls.__name__ == name:
+            return cls
+    raise AttributeError(f"module 'crmframes' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    from crmframes._connection import connections
+
+    return sorted({*globals(), *(c.__name__ for c in connections().values())})
 
 
 def sandbox(**options: object) -> object:
@@ -70,12 +92,14 @@ __all__ = [
     "FrameError",
     "Job",
     "Limits",
+    "NotATargetError",
     "Payload",
     "PayloadError",
     "Plan",
     "Qualtrics",
     "RetryPolicy",
     "Target",
+    "UsageError",
     "VendorError",
     "VendorUnavailableError",
     "__version__",

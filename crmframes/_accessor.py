@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import polars as pl
 
 from crmframes import _pipeline
+from crmframes._errors import NotATargetError
 from crmframes._target import Target
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ class CrmNamespace(Generic[F]):
 
 def _target(target: object) -> Target:
     if not isinstance(target, Target):
-        raise TypeError(
+        raise NotATargetError(
             f"expected a crmframes target such as cf.Dotdigital().contacts(...); got {type(target).__name__}"
         )
     return target

@@ -6,6 +6,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Self
+from urllib.parse import urlsplit
 
 from crmframes._errors import ConfigError, CredentialsError, one_of
 
@@ -86,10 +87,29 @@ def clean_base_url(url: object) -> str:
 
 
 class Connection:
-    """What the engine needs from a vendor connection; all of it pure (no I/O)."""
+    """What the engine needs from a vendor connection; all of it pure (no I/O).
 
-    vendor: ClassVar[str]
+    A vendor module declares one subclass with ``@register_connection``; its targets are
+    registered as ``"<key>.<method>"``, where ``method`` is the connection method that builds
+    the target. The CLI, ``cf.resume``, the sandbox and the tests find both registries."""
+
+    key: ClassVar[str]  # the first part of its targets' names, e.g. "dotdigital"
+    vendor: ClassVar[str]  # the vendor's own name, for messages
     base_url: str
+    # seconds to wait for an answer before the call counts as lost (each vendor sets its own)
+    timeout: ClassVar[float]
+
+    def is_sandbox(self) -> bool:
+        """True for the embedded sandbox (served on loopback only): only its answers may scale
+        vendor time (``X-Sandbox-Time-Scale``); a real vendor's host can never set it."""
+        host = urlsplit(self.base_url).hostname or ""
+        return host in ("127.0.0.1", "localhost", "::1")
+
+    @classmethod
+    def from_environment(cls) -> Self:
+        """A connection from the environment variables alone, enough to plan and validate
+        (the CLI builds its targets on one)."""
+        return cls()
 
     def account(self) -> str:
         """Who the vendor counts limits against, without secrets (budgets are per account)."""
@@ -159,3 +179,32 @@ class Connection:
 def fingerprint(value: str | None) -> str:
     """A short one-way tag of a user name or key, so budgets can tell accounts apart."""
     return hashlib.sha256((value or "").encode()).hexdigest()[:12]
+
+
+# --- registry: one connection class per vendor; duplicate keys fail loudly ---------------
+
+_CONNECTIONS: dict[str, type[Connection]] = {}
+
+
+def register_connection(cls: type[Connection]) -> type[Connection]:
+    if cls.key in _CONNECTIONS and _CONNECTIONS[cls.key] is not cls:
+        raise ConfigError(f"connection {cls.key!r} is declared twice")
+    _CONNECTIONS[cls.key] = cls
+    return cls
+
+
+def connections() -> dict[str, type[Connection]]:
+    """Every registered connection class by key (``"dotdigital"`` → ``Dotdigital``)."""
+    import crmframes.vendors  # noqa: F401  (declarations register themselves)
+
+    return dict(sorted(_CONNECTIONS.items()))
+
+
+def connection_class(name: str) -> type[Connection]:
+    """A connection class by its key (``"dotdigital"``) or class name (``"Dotdigital"``, as the
+    journal records it)."""
+    for key, cls in connections().items():
+        if name in (key, cls.__name__):
+            return cls
+    known = ", ".join(connections())
+    raise ConfigError(f"unknown vendor {name!r}; known: {known}")

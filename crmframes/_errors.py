@@ -7,6 +7,11 @@
     │   └── ColumnNotFoundError   a mapped or required column is absent
     ├── AccountError              the account lacks the destination, or columns land in no field
     ├── PayloadError              an internal guarantee broke while encoding (a bug)
+    ├── NotATargetError (TypeError)  a frame method was given something that is not a target
+    ├── UsageError                a call the running state does not allow (e.g. job.wait()
+    │                             from a sink, on the engine's own loop)
+    ├── InDoubt                   a request that must not be repeated lost its answer; never
+    │                             reaches the user: its rows read ``in_doubt``
     └── VendorError               the vendor refused a call; its own message is kept
         ├── AuthenticationError   401/403: credentials or permission; fix and ``job.wait()``
         └── VendorUnavailableError  still 429/5xx/unreachable after the retry budget
@@ -63,6 +68,20 @@ class AccountError(CrmError):
 
 class PayloadError(CrmError):
     """An encoded body broke a guarantee (size, row count); this is a crmframes bug."""
+
+
+class NotATargetError(CrmError, TypeError):
+    """``df.crm.plan(x)`` and friends were given something that is not a target."""
+
+
+class UsageError(CrmError):
+    """A call the running state does not allow; the message says what to call instead."""
+
+
+class InDoubt(CrmError):
+    """A request that must not be repeated lost its answer: it may or may not have been applied.
+
+    The engine settles the partition ``in_doubt`` with this message; it is not raised to users."""
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -6,7 +6,8 @@ answers; it never sends, sleeps or reads a clock. The engine (``_engine``) drive
     Call(request)      → the engine sends it (auth, retries, rate limits) and sends back a Reply
     Pause(seconds)     → the engine sleeps that many *vendor* seconds (scaled by the sandbox's
                          time scale) and sends back None
-    Note(state, ...)   → the engine records progress (import id, vendor state) and sends back None
+    Progress(word, %)  → the engine records the import's state on a poll and sends back None
+    Ended(word)        → the vendor's import ended (its slot may be freed); sends back None
 
 and the generator's return value is the outcome. Tests drive the same generators with
 canned replies, without any network.
@@ -85,16 +86,22 @@ class Fault:
 
 
 @dataclass(frozen=True)
-class Note:
-    """Progress worth recording: the vendor's import id once known, its state on each poll."""
+class Progress:
+    """The import's state on one poll, worth recording and showing."""
 
-    state: str  # submitted | polled
-    import_id: str | None = None
-    vendor_state: str | None = None
+    vendor_state: str | None
     percent: float | None = None
 
 
-Step = Call | Pause | Note
+@dataclass(frozen=True)
+class Ended:
+    """The vendor's import ended (done or failed), before any report is fetched: a slot the
+    vendor counts running imports against can go to the next partition."""
+
+    vendor_state: str | None
+
+
+Step = Call | Pause | Progress | Ended
 Flow = Generator[Step, Reply | None, Any]
 
 
@@ -104,7 +111,6 @@ class Totals:
 
     imported: int | None  # records the vendor says it imported
     rejected: int | None  # records the vendor says it did not import
-    raw: Mapping[str, Any] = field(default_factory=dict)
     # what each imported record also creates, where the target expects it (Qualtrics transactions)
     created: int | None = None
 
@@ -225,7 +231,7 @@ def poll(
     Returns ``(last answer, True)`` once the import ended, or ``(last answer, False)`` when
     ``deadline`` vendor seconds of waiting passed while it still ran or stood in a word no
     document lists: the caller reports it pending, never polls forever. The import's slot
-    is freed (``vendor_done``) as soon as it ends, before any report is fetched.
+    is freed (``Ended``) as soon as it ends, before any report is fetched.
     """
     waited = 0.0
     last: StatusAnswer | None = None
@@ -236,9 +242,9 @@ def poll(
         yield from pause(wait, "poll")
         waited += wait
         last = read((yield from call(request)).json())
-        yield from note("polled", vendor_state=last.word, percent=last.percent)
+        yield Progress(last.word, last.percent)
         if last.means in (DONE, FAILED):
-            yield from note("vendor_done", vendor_state=last.word)
+            yield Ended(last.word)
             return last, True
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -274,7 +280,3 @@ def call(request: Request) -> Generator[Step, Reply | None, Reply]:
 
 def pause(seconds: float, why: str) -> Generator[Step, Reply | None, None]:
     yield Pause(seconds, why)
-
-
-def note(state: str, **kw: Any) -> Generator[Step, Reply | None, None]:
-    yield Note(state, **kw)

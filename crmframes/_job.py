@@ -15,15 +15,13 @@ import logging
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 import polars as pl
 
 from crmframes import _account, _baseline, _engine, _journal, _loop, _report
-from crmframes._display import render
-from crmframes._display.log import log_event
-from crmframes._errors import ConfigError, CrmError, CrmWarning, FrameError
+from crmframes._errors import ConfigError, CrmError, CrmWarning, FrameError, UsageError
 from crmframes._events import (
     FAILED,
     FINISHED,
@@ -135,6 +133,8 @@ class Job:
         # the rows the survey found unchanged: the job leaves the same ones out when it sends
         self._skip = self.plan.unchanged.get_column("row").sort().to_numpy()
         self.state = JobState(self.id)
+        from crmframes._display.log import log_event  # display loads with the first job, not on import
+
         self._sinks: list[Sink] = [self.state.apply, self.journal.record, self._learn, log_event, *sinks]
         parts = tuple(
             (int(i), int(r), int(b))
@@ -142,7 +142,7 @@ class Job:
         )
         planned = Planned(
             self.id,
-            time.time(),
+            _engine.engine().clock.time(),
             target.name,
             parts,
             self.plan.input_rows,
@@ -200,7 +200,7 @@ class Job:
         )
         if row["context"] is not None:
             job.context = json.loads(row["context"])
-        now = time.time()
+        now = _engine.engine().clock.time()
         for p in parts:  # replay the journal into the accumulator; SENDING at a crash = in doubt
             i, state = p["partition"], p["state"]
             if p["import_id"] is not None or state == SUBMITTED:
@@ -270,7 +270,7 @@ class Job:
         elif isinstance(e, Stopped) and e.how == "done":
             _baseline.compact(self.target)
 
-    def payload_iter(self) -> Iterator[tuple[Payload, str]]:
+    def payload_iter(self) -> Generator[tuple[Payload, str], None, None]:
         """Each payload with the hash of its body (checked against the plan's)."""
         if self.frame is None:
             unsent = sorted(p.partition for p in self.state.partitions.values() if p.state == PLANNED)
@@ -278,8 +278,8 @@ class Job:
                 f"job {self.id} has {len(unsent)} partition(s) not sent yet ({unsent[:10]}); pass the "
                 f"same frame to send them: cf.resume({self.id!r}, frame)"
             )
-        # map, not a generator expression: that would hold the previous body while the next is built
-        return map(_with_hash, payloads(self.frame, self.target, chunk_rows=self.chunk_rows, skip_rows=self._skip))
+        bodies = payloads(self.frame, self.target, chunk_rows=self.chunk_rows, skip_rows=self._skip)
+        return _hashed(bodies)
 
     def lineage(self, partition: int) -> tuple[pl.Series, pl.Series | None]:
         """The input rows of a partition, and the keys the vendor will echo for them."""
@@ -316,7 +316,7 @@ class Job:
 
     def on_retry(self, partition: int | None) -> Callable[[str, str, float, int | None], None]:
         def note(call: str, why: str, wait: float, status: int | None) -> None:
-            self.emit(RetryScheduled(self.id, time.time(), partition, call, why, wait, status))
+            self.emit(RetryScheduled(self.id, _engine.engine().clock.time(), partition, call, why, wait, status))
 
         return note
 
@@ -346,7 +346,7 @@ class Job:
         call ``wait()`` again. Ctrl-C pauses the job; ``wait()`` resumes it.
         """
         if _loop.on_loop_thread():
-            raise RuntimeError("job.wait() was called from crmframes' own engine loop (a sink?); use `await job`")
+            raise UsageError("job.wait() was called from crmframes' own engine loop (a sink?); use `await job`")
         fut = self._start()
         if fut is not None:
             try:
@@ -410,7 +410,7 @@ class Job:
                     self.emit(
                         Settled(
                             self.id,
-                            time.time(),
+                            _engine.engine().clock.time(),
                             p.partition,
                             NOT_SENT,
                             message="cancelled before sending",
@@ -418,7 +418,7 @@ class Job:
                         )
                     )
             if all(p.state in SETTLED for p in self.state.partitions.values()):
-                self.emit(Stopped(self.id, time.time(), "done"))
+                self.emit(Stopped(self.id, _engine.engine().clock.time(), "done"))
         return self
 
     def resend(self, *, wait: bool = True) -> Job:
@@ -428,7 +428,7 @@ class Job:
         with self.state.lock:
             doubtful = [p.partition for p in self.state.partitions.values() if p.state == IN_DOUBT]
         if doubtful and self.done:
-            self.emit(Resumed(self.id, time.time()))
+            self.emit(Resumed(self.id, _engine.engine().clock.time()))
         return self.wait() if wait else self
 
     def retry_failed(self, *, wait: bool = True) -> Job | None:
@@ -555,10 +555,16 @@ class Job:
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{k} {v:,}" for k, v in self.counts().items() if v)
-        return f"<Job {self.id} · {render.summary(self.state.snapshot(time.time()))} · rows: {counts}>"
+        from crmframes._display import render
+
+        return (
+            f"<Job {self.id} · {render.summary(self.state.snapshot(_engine.engine().clock.time()))} · rows: {counts}>"
+        )
 
     def _repr_html_(self) -> str:
-        return render.panel(self.state.snapshot(time.time()), self.counts())
+        from crmframes._display import render
+
+        return render.panel(self.state.snapshot(_engine.engine().clock.time()), self.counts())
 
 
 def submit(
@@ -660,9 +666,9 @@ def cutoff(value: str | float | dt.datetime | dt.date) -> float:
     a number of seconds, an ISO date, a date or a datetime (naive ones are UTC)."""
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return time.time() - float(value)
+        return _engine.engine().clock.time() - float(value)
     if isinstance(value, str) and value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(value[:-1]) * units[value[-1]]
+        return _engine.engine().clock.time() - float(value[:-1]) * units[value[-1]]
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = dt.datetime.fromisoformat(value)
@@ -710,12 +716,10 @@ def _rebuild_target(row: dict[str, Any], connection: Any) -> Target:
     cls = target_class(row["target"])
     saved = json.loads(row["connection"])
     if connection is None:
-        import crmframes.vendors as vendors
+        from crmframes._connection import connection_class
 
-        conn_cls = {
-            c.__name__: c for c in (vendors.dotdigital.Dotdigital, vendors.qualtrics.Qualtrics, vendors.dengage.Dengage)
-        }[saved["class"]]
-        connection = conn_cls(base_url=saved["base_url"])  # credentials from the environment
+        # credentials from the environment
+        connection = connection_class(saved["class"])(base_url=saved["base_url"])  # type: ignore[call-arg]
     elif type(connection).__name__ != saved["class"]:
         raise ConfigError(f"job is for {saved['class']}; got a {type(connection).__name__} connection")
     options = json.loads(row["options"])
@@ -754,6 +758,17 @@ _OPTION_RULES: dict[str, Callable[[Any], tuple[bool, str]]] = {
     "skip_unchanged": lambda v: (isinstance(v, bool), "True or False"),
     "timeout": lambda v: (v is None or (_number(v) and v >= 0), "None or seconds (a number >= 0)"),
 }
+
+
+def _hashed(bodies: Generator[Payload, None, None]) -> Generator[tuple[Payload, str], None, None]:
+    """Each payload with its hash; closing this closes the encoder. No name holds the previous
+    body while the next is built (a ``for`` variable would: 50 MB more at the peak)."""
+    with contextlib.closing(bodies):
+        while True:
+            try:
+                yield _with_hash(next(bodies))
+            except StopIteration:
+                return
 
 
 def _with_hash(p: Payload) -> tuple[Payload, str]:

@@ -14,7 +14,7 @@ import html
 import io
 import math
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -791,7 +791,7 @@ def _plan(target: Target, binding: Binding, parts: list[tuple[Any, ...]], stats:
 
 def payloads(
     frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS, skip_rows: np.ndarray | None = None
-) -> Iterator[Payload]:
+) -> Generator[Payload, None, None]:
     """Lazily yield every request body; the frame is read once, one batch at a time.
     ``skip_rows``: input rows a job's survey found unchanged (sorted), left out the same way."""
     binding = bind(frame, target)
@@ -800,7 +800,9 @@ def payloads(
     return _payloads(frame, binding, chunk_rows, diff)
 
 
-def _payloads(frame: Frame, binding: Binding, chunk_rows: int, diff: Diff | None = None) -> Iterator[Payload]:
+def _payloads(
+    frame: Frame, binding: Binding, chunk_rows: int, diff: Diff | None = None
+) -> Generator[Payload, None, None]:
     for i, closed in enumerate(run(frame, binding, bodies="bytes", chunk_rows=chunk_rows, diff=diff)):
         yield _payload(i, closed, binding)  # no local keeps the body once the caller lets it go
 

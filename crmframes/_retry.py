@@ -6,9 +6,12 @@ the sandbox time scale, so ``cf.sandbox(time_scale=0.001)`` turns a minute into 
 
     429                 wait Retry-After, else X-RateLimit-Reset (seconds, or an epoch), else back off
     "too many imports"  wait for a slot (``busy_wait``), not a failure
-    500 502 503 504     back off with jitter (500 only when the call is idempotent)
-    transport error     connection never made: retry; answer lost: retry only idempotent calls
-    other 4xx           fail fast with the vendor's message
+    502 503 504         back off with jitter (the request was not processed)
+    other 5xx           back off when the call is idempotent, else ``in_doubt`` (maybe applied)
+    transport error     connection never made: retry; answer lost: retry only idempotent
+                        calls, else ``in_doubt``
+    other 4xx           ``refused``: fail fast with the vendor's message
+    attempts used up    ``exhausted`` (the engine also gives up after ``give_up_after`` seconds)
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ NOT_PROCESSED_5XX = frozenset({502, 503, 504})
 class Decision:
     retry: bool
     wait: float = 0.0  # vendor seconds
-    why: str = ""  # rate_limited | busy | server_error | transport | in_doubt | refused
+    why: str = ""  # retried: rate_limited | busy | server_error | transport; not: in_doubt | refused | exhausted
     in_doubt: bool = False  # the request may have been processed and must not be repeated
 
 

@@ -45,6 +45,16 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Example:
+    """A sample file shipped in ``crmframes.samples`` and the options that send it to this
+    target: ``crmframes demo`` runs every registered target's example, and the tests build one
+    target per registered endpoint from them."""
+
+    file: str
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Problem:
     """A frame-level problem (row is None) or a row problem found outside checks."""
 
@@ -204,10 +214,29 @@ class Target:
     statuses: ClassVar[Statuses | None] = None
     # failed-import words (case-folded) after which sending the same rows again may work
     retry_words: ClassVar[frozenset[str]] = frozenset()
+    example: ClassVar[Example | None] = None
+
+    @classmethod
+    def vendor_and_method(cls) -> tuple[str, str]:
+        """``("dotdigital", "contacts")`` for ``"dotdigital.contacts"``: the connection's key and
+        the method of it that builds this target."""
+        key, _, method = cls.name.partition(".")
+        return key, method
+
+    @classmethod
+    def build(cls, connection: Connection, **options: Any) -> Target:
+        """This target on ``connection``, built the way users build it (``dd.contacts(...)``)."""
+        method = cls.vendor_and_method()[1]
+        made: Target = getattr(connection, method)(**options)
+        return made
 
     def concurrency_key(self) -> str:
-        """What ``limits.max_concurrent`` counts against: the account, or one list in it."""
-        return self.connection.account()
+        """What ``limits.max_concurrent`` counts against: the account, or (where
+        ``limits.concurrency_scope`` names an option of the target) one list in it."""
+        scope = self.limits.concurrency_scope
+        if scope == "account":
+            return self.connection.account()
+        return f"{self.connection.account()}|{getattr(self, scope)}"
 
     def prepare(self, now_utc: str) -> Flow | None:
         """Job-level set-up before the first partition (e.g. a Qualtrics transaction batch).
@@ -308,8 +337,11 @@ _REGISTRY: dict[str, type[Target]] = {}
 
 
 def register(cls: type[Target]) -> type[Target]:
+    scope = cls.limits.concurrency_scope
+    if scope != "account" and scope not in getattr(cls, "__dataclass_fields__", {}):
+        raise ConfigError(f"{cls.name}: concurrency_scope must be 'account' or an option of the target; got {scope!r}")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise RuntimeError(f"target {cls.name!r} is declared twice")
+        raise ConfigError(f"target {cls.name!r} is declared twice")
     _REGISTRY[cls.name] = cls
     return cls
 

@@ -12,19 +12,12 @@ from typing import Any
 
 import polars as pl
 
+from crmframes._connection import connection_class
 from crmframes._errors import ConfigError, CrmError
 from crmframes._pipeline import plan as plan_frame
 from crmframes._report import OUTCOMES
 from crmframes._target import Target, registered, target_class
 
-# target name → (connection factory, method name)
-FACTORIES: dict[str, tuple[str, str]] = {
-    "dotdigital.contacts": ("dotdigital", "contacts"),
-    "dotdigital.transactional_data": ("dotdigital", "transactional_data"),
-    "dotdigital.insight_data": ("dotdigital", "insight_data"),
-    "qualtrics.transaction_contacts": ("qualtrics", "transaction_contacts"),
-    "dengage.contacts": ("dengage", "contacts"),
-}
 LIST_OPTIONS = {"fields", "transaction_fields", "embedded_fields", "columns"}
 
 
@@ -40,38 +33,30 @@ def _value(key: str, raw: str) -> Any:
 
 
 def _connection(vendor: str, sandbox_url: str | None = None) -> Any:
-    import os
-
-    from crmframes.vendors.dengage import Dengage
-    from crmframes.vendors.dotdigital import Dotdigital
-    from crmframes.vendors.qualtrics import Qualtrics
-
+    cls = connection_class(vendor)
     if sandbox_url is not None:
         from crmframes.sandbox import CREDS
 
-        factory = {"dotdigital": Dotdigital, "qualtrics": Qualtrics, "dengage": Dengage}[vendor]
-        return factory(*CREDS[vendor], base_url=sandbox_url)
-    if vendor == "dotdigital":
-        return Dotdigital()
-    if vendor == "qualtrics":
-        # planning needs no host; a datacenter is only needed to send
-        return Qualtrics(datacenter=os.environ.get("QUALTRICS_DATACENTER") or "fra1")
-    return Dengage()
+        return cls(*CREDS[vendor], base_url=sandbox_url)  # type: ignore[call-arg]
+    return cls.from_environment()
 
 
 def build_target(name: str, options: list[str], sandbox_url: str | None = None) -> Target:
-    target_class(name)  # unknown names fail with the known ones and a suggestion
-    vendor, method = FACTORIES[name]
     kwargs = {}
     for opt in options:
         key, sep, raw = opt.partition("=")
         if not sep:
             raise ConfigError(f"options are key=value; got {opt!r}")
         kwargs[key.strip()] = _value(key.strip(), raw)
+    return _build(name, kwargs, sandbox_url)
+
+
+def _build(name: str, options: dict[str, Any], sandbox_url: str | None = None) -> Target:
+    cls = target_class(name)  # unknown names fail with the known ones and a suggestion
     try:
-        return getattr(_connection(vendor, sandbox_url), method)(**kwargs)
+        return cls.build(_connection(cls.vendor_and_method()[0], sandbox_url), **options)
     except TypeError as e:
-        raise ConfigError(f"{name}: {e}") from None
+        raise ConfigError(f"{name}: {e}") from e
 
 
 def read_frame(path: str) -> pl.LazyFrame:
@@ -108,23 +93,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     problems = validate_frame(read_frame(args.file), build_target(args.to, args.option), account=args.account)
     _print_problems(problems)
     return 1 if problems.height else 0
-
-
-DEMO = [
-    ("contacts.csv", "dotdigital.contacts", ["address_book_id=1001", "merge_option=OnlyOverwriteIfNotEmpty"]),
-    ("orders.parquet", "dotdigital.transactional_data", ["collection=orders", "key=order_id", "contact=email"]),
-    (
-        "orders.parquet",
-        "dotdigital.insight_data",
-        ["collection=orders_insight", "scope=contact", "type=orders", "key=order_id", "identity=email"],
-    ),
-    (
-        "survey_transactions.csv",
-        "qualtrics.transaction_contacts",
-        ["directory_id=POOL_demo", "mailing_list_id=CG_demo", "transaction_fields=order_id,amount,visit_date"],
-    ),
-    ("dengage_contacts.csv", "dengage.contacts", ["insert_if_not_exists=true"]),
-]
 
 
 KNOBS = ("latency", "job_duration", "time_scale", "p429", "p5xx", "p_drop", "p_job_fail", "seed")
@@ -263,9 +231,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"embedded sandbox at {sb.url} with {knobs} (a minute of vendor time takes "
             f"{60 * knobs['time_scale']:.1f} s)"
         )
-        for file, name, options in DEMO:  # contacts first: transactional data needs existing contacts
+        # every registered target's example, by name: dotdigital.contacts comes before the
+        # other Dotdigital targets, which need its contacts
+        for name, cls in registered().items():
+            if cls.example is None:
+                continue
+            file = cls.example.file
             print(f"\n=== {name}  ←  {file} (crmframes.samples)")
-            t = build_target(name, options, sb.url)
+            t = _build(name, dict(cls.example.options), sb.url)
             started = time.monotonic()
             job = Job(read_frame(str(samples.path(file))), t, sinks=[_progress], progress=False)
             print(job.plan)
@@ -305,7 +278,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     try:
         app = Sandbox(**_knobs(args))
     except ValueError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(str(e)) from e
     _quiet_dropped_answers()
     print(
         f"crmframes sandbox on http://127.0.0.1:{args.port} (Ctrl-C stops it); any non-empty "

@@ -66,16 +66,15 @@ def cassette(name: str) -> Any:
 @pytest.fixture(autouse=True)
 def _no_vendor_waits() -> Iterator[None]:
     """Real vendors say nothing about a time scale: skip the 5-30 s poll waits in replay."""
-    eng = _engine.engine()
-    real = eng.sleep
 
     async def instant(seconds: float) -> None:
         await asyncio.sleep(0)
 
-    if not RECORD:
-        eng.sleep = instant
-    yield
-    eng.sleep = real
+    if RECORD:
+        yield
+        return
+    with _engine.use(_engine.Engine(sleep=instant)):
+        yield
 
 
 def conns() -> tuple[cf.Dotdigital, cf.Qualtrics, cf.Dengage]:

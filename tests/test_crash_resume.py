@@ -53,6 +53,11 @@ def freeze(e):
            or (point == "between_submits" and isinstance(e, ev.Submitted) and state["submitted"] == 2)
            or (point == "between_submits" and kind == "dengage" and isinstance(e, ev.Settled) and state["settled"] == 2)
            or (point == "while_polling" and isinstance(e, ev.Polled) and state["settled"] == 1)
+           # halfway: the first import settled (its rows confirmed) and the second is with the
+           # vendor; the slot is freed when the vendor ends an import, before its report is
+           # read, so the second submit can come before or after the first settles
+           or (point == "halfway" and isinstance(e, (ev.Submitted, ev.Settled))
+               and state["settled"] == 1 and state["submitted"] == 2)
            or (point == "mid_send" and isinstance(e, ev.Sending) and state["settled"] == 1))
     if hit:
         print("FROZEN", e.job_id, flush=True)

@@ -12,7 +12,7 @@ import pytest
 import crmframes as cf
 from crmframes import _engine
 from crmframes import _events as ev
-from crmframes._flow import Call, Fault, Note, Outcome, Pause, Reply, Totals
+from crmframes._flow import Call, Ended, Fault, Outcome, Pause, Progress, Reply, Totals
 from crmframes._report import report, verdicts
 from crmframes._retry import RetryPolicy, retry_after
 from crmframes.vendors.dotdigital import contact_faults
@@ -72,7 +72,7 @@ def _verdict(
             "finished",
             "Finished",
             tuple(faults),
-            Totals(imported, rejected, {}, created),
+            Totals(imported, rejected, created),
             named=named,
             extra=extra,
         ),
@@ -255,7 +255,7 @@ def test_insight_flow_polls_on_a_growing_schedule_until_finished():
                 body["summary"] = {"totalRecords": 2, "totalImported": 2, "totalRejected": 0}
             reply = Reply(200, {}, cf._flow.json.dumps(body).encode())
         else:
-            assert isinstance(step, Note)
+            assert isinstance(step, (Progress, Ended))
     assert pauses == [5.0, 7.5, 11.25, 16.875]
     assert outcome.state == "finished" and outcome.totals.imported == 2
 

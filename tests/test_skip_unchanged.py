@@ -271,7 +271,7 @@ def test_the_baseline_is_shown_and_reset_from_python_and_the_cli():
 def test_sigkill_during_a_skip_unchanged_run_keeps_only_what_was_confirmed(tmp_path, monkeypatch):
     monkeypatch.setenv("CRMFRAMES_HOME", str(tmp_path))
     with sandbox(job_duration=0.3, time_scale=0.001) as sb:
-        job_id = run_child_until_frozen(sb.url, "contacts", "between_submits", tmp_path, "skip")
+        job_id = run_child_until_frozen(sb.url, "contacts", "halfway", tmp_path, "skip")
         frame = frame_for("contacts")
         conn = connection_for("contacts", sb.url)
         t = conn.contacts(77).with_limits(max_bytes=4000, max_concurrent=1)

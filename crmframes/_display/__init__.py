@@ -13,6 +13,7 @@ import sys
 import warnings
 from typing import Any
 
+from crmframes._errors import ConfigError
 from crmframes._events import Sink
 
 
@@ -44,5 +45,5 @@ def sinks(progress: bool | str | None, job: Any) -> list[Sink]:
 
         return [TqdmSink(job)]
     if kind is not None:
-        raise ValueError(f"progress must be True, False, None, 'widget' or 'tqdm'; got {progress!r}")
+        raise ConfigError(f"progress must be True, False, None, 'widget' or 'tqdm'; got {progress!r}")
     return []

@@ -17,15 +17,9 @@ from typing import Any
 
 import httpx
 
-from crmframes.sandbox._app import VARIANTS, Knobs, Sandbox
+from crmframes.sandbox._app import CREDS, VARIANTS, Knobs, Sandbox
 
-__all__ = ["VARIANTS", "Knobs", "Sandbox", "ServedSandbox", "sandbox"]
-
-CREDS = {
-    "dotdigital": ("sandbox-user@apiconnector.com", "sandbox-password"),
-    "qualtrics": ("sandbox-token",),
-    "dengage": ("sandbox-user-key", "sandbox-password"),
-}
+__all__ = ["CREDS", "VARIANTS", "Knobs", "Sandbox", "ServedSandbox", "sandbox"]
 
 
 class ServedSandbox:
@@ -87,20 +81,17 @@ class ServedSandbox:
             if r.status_code not in (200, 201) and "NON_UNIQUE" not in r.text:
                 raise ValueError(f"data field {name!r}: {r.text}")
 
-    def dotdigital(self) -> Any:
-        from crmframes.vendors.dotdigital import Dotdigital
+    def connect(self, vendor: str) -> Any:
+        """A connection of ``vendor`` (its key, e.g. ``"dotdigital"``) to this sandbox, with the
+        sandbox's credentials; ``sb.dotdigital()`` is the same as ``sb.connect("dotdigital")``."""
+        from crmframes._connection import connection_class
 
-        return Dotdigital(*CREDS["dotdigital"], base_url=self.url)
+        return connection_class(vendor)(*CREDS[vendor], base_url=self.url)  # type: ignore[call-arg]
 
-    def qualtrics(self) -> Any:
-        from crmframes.vendors.qualtrics import Qualtrics
-
-        return Qualtrics(CREDS["qualtrics"][0], base_url=self.url)
-
-    def dengage(self) -> Any:
-        from crmframes.vendors.dengage import Dengage
-
-        return Dengage(*CREDS["dengage"], base_url=self.url)
+    def __getattr__(self, name: str) -> Any:
+        if name in CREDS:
+            return lambda: self.connect(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def stop(self) -> None:
         self._server.should_exit = True

@@ -10,12 +10,15 @@ from the vendors' documents and CONTRACTS §6, not from the client's code.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
+import pkgutil
 import random
 import time
 import uuid
 from dataclasses import asdict
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -25,11 +28,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from crmframes.sandbox import dengage, dotdigital, qualtrics
-from crmframes.sandbox._state import ENDPOINTS, BadRequest, Job, Knobs, SandboxState, pick
+from crmframes.sandbox import _rules as R
+from crmframes.sandbox._state import BadRequest, Job, Knobs, SandboxState, pick
 
-VENDORS: tuple[ModuleType, ...] = (dotdigital, qualtrics, dengage)
+# every module of the sandbox package not starting with "_" emulates one vendor: a new vendor
+# is a new module declaring KEY, CREDENTIALS, ENDPOINTS, STORE, PREFIXES, VARIANTS and routes()
+VENDORS: tuple[ModuleType, ...] = tuple(
+    importlib.import_module(f"{__package__}.{m.name}")
+    for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+    if not m.name.startswith("_")
+)
 VARIANTS: dict[str, str] = {name: text for v in VENDORS for name, text in v.VARIANTS.items()}
+ENDPOINTS: tuple[str, ...] = tuple(e for v in VENDORS for e in v.ENDPOINTS)
+CREDS: dict[str, tuple[str, ...]] = {v.KEY: v.CREDENTIALS for v in VENDORS}
 log = logging.getLogger("crmframes.sandbox")
 
 
@@ -58,7 +69,7 @@ class Sandbox:
         self.state = SandboxState()
         self.state.known_contacts.update(c.lower() for c in contacts or [])
         self.extra_fields = dict(data_fields or {})
-        dotdigital.seed_account(self.state, self.extra_fields)
+        self._seed()
         self.credentials = credentials or {}
         self.rng = random.Random(self.knobs.seed)
         self.clock = time.monotonic
@@ -70,6 +81,12 @@ class Sandbox:
         for v in VENDORS:
             routes += v.routes(self)
         self.app = Starlette(routes=routes)
+
+    def _seed(self) -> None:
+        """What an account holds before any import (Dotdigital's default data fields)."""
+        for v in VENDORS:
+            if hasattr(v, "seed_account"):
+                v.seed_account(self.state, self.extra_fields)
 
     def variant(self, name: str) -> bool:
         return name in self.knobs.variants
@@ -113,7 +130,7 @@ class Sandbox:
             await vendor.error(500, "Unexpected error.", scope["path"])(scope, receive, send_scaled)
 
     def _rate_limited(self, vendor: ModuleType, path: str) -> Response:
-        wait = self.rng.randint(1, 3)
+        wait = self.rng.randint(*R.RETRY_AFTER)
         r = vendor.error(429, "Too many requests; retry later.", path)
         r.headers["Retry-After"] = str(wait)
         for name, value in vendor.rate_limit_headers(wait).items():
@@ -224,7 +241,7 @@ class Sandbox:
     async def reset(self, request: Request) -> Response:
         with self.state.lock:
             self.state.__init__()  # type: ignore[misc]
-            dotdigital.seed_account(self.state, self.extra_fields)
+            self._seed()
         return JSONResponse({"reset": True})
 
 

@@ -1,7 +1,7 @@
 """Every sandbox choice that the vendors do not document, in one place ([I] in CONTRACTS.md).
 
-Change a line here when a real answer is learned; nothing else in the sandbox hard-codes
-these.
+Change a line here when a real answer is learned: the sandbox reads every limit and [I]
+choice from here (the vendor modules keep only the documented words and shapes).
 """
 
 from __future__ import annotations
@@ -32,6 +32,13 @@ DD_DEFAULT_FIELDS = {
 DD_ACCOUNT_ID = 1001  # [I] the sandbox account's id in /v2/account-info
 DD_RATE_LIMIT_SCOPE = "lowCallRate"  # [S] tier name for bulk calls
 DD_RATE_LIMIT = 150  # [S] docs example for lowCallRate
+DD_MAX_KEY_CHARS = 255  # [I] a record key longer than this is InvalidClientKey (as collection names)
+DD_MAX_NAME_CHARS = 255  # a collection name's length (the v3 spec's maxLength)
+DD_PAGE = 1000  # [I] ``select`` when a v2 listing is asked without one (the swagger gives no figure)
+
+# --- every vendor ---------------------------------------------------------------------
+SMALL_BODY = 1_000_000  # [I] bytes accepted by calls that carry no import (login, data fields)
+RETRY_AFTER = (1, 3)  # [I] seconds a 429 drawn by the p429 knob asks to wait (Retry-After)
 
 # --- Qualtrics ----------------------------------------------------------------------
 QX_MAX_BODY = 5_000_000  # "5 MB"
@@ -77,6 +84,7 @@ DN_COLUMNS = frozenset(
 )
 DN_MAX_CHARS = {"email": 255, "gsm": 20, "name": 100, "surname": 100, "gender": 100}  # seed §5
 DN_DATE_COLUMNS = ("birth_date",)  # "date string, length <= 10" (seed §5)
+DN_DATE_CHARS = 10
 DN_CODES = {"FieldError": 1, "Forbidden": 10, "ValidationFails": 11, "UnexpectedError": 999}
 DN_TOO_MANY_CODE = 429  # [I] code in the body of a 429
 # [I] API users whose key starts with this lack DataSpace.Manage: bulk calls get 403 with an

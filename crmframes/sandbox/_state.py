@@ -7,6 +7,7 @@ writes land in the store once, when the import ends with a word that means done,
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 from collections.abc import Callable
@@ -14,9 +15,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from starlette.responses import Response
-
-# the endpoints a status mix can name, each with the words its vendor module may end an import with
-ENDPOINTS = ("contacts", "transactional", "insight", "qualtrics")
 
 
 @dataclass
@@ -69,6 +67,8 @@ def _status_mix(value: Any) -> dict[str, dict[str, float]]:
     if not isinstance(value, dict):
         raise ValueError("status_mix maps an endpoint to {word: weight}")
     out = {}
+    from crmframes.sandbox._app import ENDPOINTS
+
     for endpoint, words in value.items():
         if endpoint not in ENDPOINTS:
             raise ValueError(f"status_mix: unknown endpoint {endpoint!r}; endpoints are {list(ENDPOINTS)}")
@@ -125,11 +125,9 @@ class SandboxState:
 
     @staticmethod
     def _empty() -> dict[str, Any]:
-        return {
-            "dotdigital": {"address_books": {}, "collections": {}, "contact_data": {}},
-            "qualtrics": {"mailing_lists": {}, "batches": {}},
-            "dengage": {"contacts": {}},
-        }
+        from crmframes.sandbox._app import VENDORS
+
+        return {v.KEY: copy.deepcopy(v.STORE) for v in VENDORS}
 
     def write(self, path: tuple[str, ...], key: str) -> None:
         node = self.store

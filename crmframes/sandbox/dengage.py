@@ -22,6 +22,11 @@ from crmframes.sandbox.dotdigital import EMAIL
 if TYPE_CHECKING:
     from crmframes.sandbox._app import Sandbox
 
+# what the sandbox package reads from each vendor module (``_app.VENDORS``)
+KEY = "dengage"  # the connection's key (``crmframes.dengage...`` targets)
+CREDENTIALS = ("sandbox-user-key", "sandbox-password")  # any non-empty ones work; these are what ``sb.dengage()`` uses
+ENDPOINTS: tuple[str, ...] = ()  # the imports ``status_mix`` can steer
+STORE: dict[str, Any] = {"contacts": {}}  # what the account holds, in ``state()["dengage"]``
 PREFIXES = ("/rest/",)
 VARIANTS = {
     "dengage_top_level": "inserted / updated / errors / warnings at the top level of the answer, as D·engage's "
@@ -68,7 +73,7 @@ async def login(sb: Sandbox, request: Request) -> Response:
     from crmframes.sandbox._state import BadRequest
 
     try:
-        doc = await sb.json(request, 1_000_000, _too_large(), _bad_json())
+        doc = await sb.json(request, R.SMALL_BODY, _too_large(), _bad_json())
     except BadRequest as e:
         return e.response
     if not isinstance(doc, dict):
@@ -161,8 +166,8 @@ def _record_problem(rec: Any, key: Any, disabled: list[str]) -> str | None:
         if rec.get(column) is not None and len(str(rec[column])) > limit:
             return f"{column} is longer than {limit} characters."
     for column in R.DN_DATE_COLUMNS:
-        if rec.get(column) is not None and len(str(rec[column])) > 10:
-            return f"{column} must be a date (yyyy-MM-dd, at most 10 characters)."
+        if rec.get(column) is not None and len(str(rec[column])) > R.DN_DATE_CHARS:
+            return f"{column} must be a date (yyyy-MM-dd, at most {R.DN_DATE_CHARS} characters)."
     if rec.get("contact_status") not in (None, "A", "P"):
         return "contact_status must be A or P."
     return None

@@ -27,6 +27,18 @@ from crmframes.sandbox._state import BadRequest, Job
 if TYPE_CHECKING:
     from crmframes.sandbox._app import Sandbox
 
+# what the sandbox package reads from each vendor module (``_app.VENDORS``)
+KEY = "dotdigital"  # the connection's key (``crmframes.dotdigital...`` targets)
+CREDENTIALS = (
+    "sandbox-user@apiconnector.com",
+    "sandbox-password",
+)  # any non-empty ones work; these are what ``sb.dotdigital()`` uses
+ENDPOINTS: tuple[str, ...] = ("contacts", "transactional", "insight")  # the imports ``status_mix`` can steer
+STORE: dict[str, Any] = {
+    "address_books": {},
+    "collections": {},
+    "contact_data": {},
+}  # what the account holds, in ``state()["dotdigital"]``
 PREFIXES = ("/v2/", "/insightData/v3/")
 VARIANTS = {
     "dotdigital_pascal_case": "v2 answers (submit, status, reports) spell their members in PascalCase, as the "
@@ -36,8 +48,8 @@ VARIANTS = {
 }
 
 EMAIL = re.compile(r"^[^\s@\"(),:;<>\[\]\\]+@[^\s@\"(),:;<>\[\]\\.]+(\.[^\s@\"(),:;<>\[\]\\.]+)+$")
-V2_COLLECTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-V3_COLLECTION = re.compile(r"^[-A-Za-z_][-A-Za-z0-9_]{1,254}$")
+V2_COLLECTION = re.compile(rf"^[A-Za-z_][A-Za-z0-9_]{{0,{R.DD_MAX_NAME_CHARS - 1}}}$")
+V3_COLLECTION = re.compile(rf"^[-A-Za-z_][-A-Za-z0-9_]{{1,{R.DD_MAX_NAME_CHARS - 1}}}$")
 MERGE = {
     "overwrite": 0,
     "onlyoverwriteifnotempty": 1,
@@ -207,7 +219,8 @@ async def contacts_submit(sb: Sandbox, request: Request) -> Response:
         # the seed's words, with the code clients match (DD-M2)
         return v2_error(
             R.DD_TOO_MANY_CONTACT_IMPORTS_STATUS,
-            "There are too many active imports: no more than 25 imports may run at the same time.",
+            f"There are too many active imports: no more than {R.DD_MAX_ACTIVE_CONTACT_IMPORTS} imports may run "
+            "at the same time.",
             "ERROR_IMPORT_TOOMANYACTIVEIMPORTS",
         )
     rows = list(csv.reader(io.StringIO(text, newline="")))
@@ -380,8 +393,8 @@ async def td_submit(sb: Sandbox, request: Request) -> Response:
 
 def record_fault(sb: Sandbox, key: str, ident: Any, payload: Any, seen: set[str], v2: bool) -> tuple[str, str] | None:
     """The fault reason (the swagger's FaultReason words) a record earns, or None."""
-    if not key or len(key) > 255:
-        return "InvalidClientKey", "The key is missing or longer than 255 characters."
+    if not key or len(key) > R.DD_MAX_KEY_CHARS:
+        return "InvalidClientKey", f"The key is missing or longer than {R.DD_MAX_KEY_CHARS} characters."
     if key in seen:
         return "DuplicateKey", "The key occurs more than once in this import."
     if v2 and isinstance(payload, str):
@@ -446,7 +459,12 @@ async def insight_submit(sb: Sandbox, request: Request) -> Response:
     records: Any = doc.get("records")
     problems = []
     if not isinstance(name, str) or not V3_COLLECTION.match(name):
-        problems.append({"item": "collectionName", "description": "letters, digits, '-' and '_', 2–255 characters"})
+        problems.append(
+            {
+                "item": "collectionName",
+                "description": f"letters, digits, '-' and '_', 2–{R.DD_MAX_NAME_CHARS} characters",
+            }
+        )
     if scope not in ("account", "contact"):
         problems.append({"item": "collectionScope", "description": "account or contact"})
     if not isinstance(ctype, str) or ctype.lower() not in INSIGHT_TYPES:
@@ -568,7 +586,7 @@ async def data_fields(sb: Sandbox, request: Request) -> Response:
     """``GET``: [ApiDataField]; ``POST`` ApiDataField creates one (a name taken, any case: 400)."""
     if request.method == "GET":
         return JSONResponse(list(sb.state.data_fields.values()))
-    doc = await sb.json(request, 1_000_000, _too_large("/v2/"), error(400, "The request body is not valid JSON."))
+    doc = await sb.json(request, R.SMALL_BODY, _too_large("/v2/"), error(400, "The request body is not valid JSON."))
     name = doc.get("name") if isinstance(doc, dict) else None
     kind = doc.get("type", "String") if isinstance(doc, dict) else None
     if not isinstance(name, str) or not name.strip() or kind not in ("String", "Numeric", "Date", "Boolean"):
@@ -591,7 +609,7 @@ async def td_collections(sb: Sandbox, request: Request) -> Response:
     """[ApiTransactionalDataCollection ``{id, name}``], paged by ``select`` / ``skip``."""
     names = [n for n, c in sb.state.collections.items() if c["scope"] == "v2"]
     skip = int(request.query_params.get("skip") or 0)
-    select = int(request.query_params.get("select") or 1000)
+    select = int(request.query_params.get("select") or R.DD_PAGE)
     return JSONResponse([{"id": i + 1, "name": n} for i, n in enumerate(names)][skip : skip + select])
 
 

@@ -24,6 +24,11 @@ from crmframes.sandbox._state import BadRequest, Job
 if TYPE_CHECKING:
     from crmframes.sandbox._app import Sandbox
 
+# what the sandbox package reads from each vendor module (``_app.VENDORS``)
+KEY = "qualtrics"  # the connection's key (``crmframes.qualtrics...`` targets)
+CREDENTIALS = ("sandbox-token",)  # any non-empty ones work; these are what ``sb.qualtrics()`` uses
+ENDPOINTS: tuple[str, ...] = ("qualtrics",)  # the imports ``status_mix`` can steer
+STORE: dict[str, Any] = {"mailing_lists": {}, "batches": {}}  # what the account holds, in ``state()["qualtrics"]``
 PREFIXES = ("/API/v3/",)
 VARIANTS = {
     "qualtrics_percent_string": "percentComplete as a string such as \"50.0\" and the words 'in progress' / "

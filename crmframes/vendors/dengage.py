@@ -13,11 +13,21 @@ from typing import Any, ClassVar
 import polars as pl
 
 from crmframes import _checks as chk
-from crmframes._connection import Connection, Secret, clean_base_url, fingerprint, host, need, option, secret
+from crmframes._connection import (
+    Connection,
+    Secret,
+    clean_base_url,
+    fingerprint,
+    host,
+    need,
+    option,
+    register_connection,
+    secret,
+)
 from crmframes._encode import DateFormats, json_object
 from crmframes._errors import ConfigError, did_you_mean
 from crmframes._flow import DONE, FAILED, Fault, Outcome, Reply, Request, Status, Statuses, Submission, Totals, member
-from crmframes._target import Binding, Check, Framing, Limits, Problem, Target, UniqueKey, name_map, register
+from crmframes._target import Binding, Check, Example, Framing, Limits, Problem, Target, UniqueKey, name_map, register
 
 DN_BULK = "https://dev.dengage.com/reference/updatecontactsbulk"
 HOSTS = {r: f"https://{r}-api.dengage.com" for r in ("tr", "us", "eu", "ru", "sa", "dev")}  # DN-SFCC
@@ -68,10 +78,13 @@ RESPONSE_CODES = Statuses(
 )
 
 
+@register_connection
 class Dengage(Connection):
     """A D·engage API user. Credentials: arguments or DENGAGE_USER_KEY / DENGAGE_PASSWORD."""
 
+    key = "dengage"
     vendor = "D·engage"
+    timeout = 121.0  # [I] no documented figure: as Dotdigital's
 
     def __init__(
         self,
@@ -164,6 +177,8 @@ class Dengage(Connection):
 @dataclass(frozen=True, repr=False)
 class DengageContacts(Target):
     """``POST /rest/bulk/contacts``."""
+
+    example = Example("dengage_contacts.csv", {"insert_if_not_exists": True})
 
     connection: Dengage = field(compare=False)
     insert_if_not_exists: bool = True  # D·engage's default is false (seed §5): see Dengage.contacts
@@ -379,7 +394,7 @@ class DengageContacts(Target):
             None,
             state,
             outcome=Outcome(
-                None, "finished", "done", tuple(faults), Totals(imported, len(lists["errors"]), data), named=True
+                None, "finished", "done", tuple(faults), Totals(imported, len(lists["errors"])), named=True
             ),
         )
 

@@ -17,7 +17,17 @@ from typing import Any, ClassVar
 import polars as pl
 
 from crmframes import _checks as chk
-from crmframes._connection import Connection, Secret, clean_base_url, fingerprint, host, need, option, secret
+from crmframes._connection import (
+    Connection,
+    Secret,
+    clean_base_url,
+    fingerprint,
+    host,
+    need,
+    option,
+    register_connection,
+    secret,
+)
 from crmframes._encode import (
     ISO,
     DType,
@@ -55,6 +65,7 @@ from crmframes._flow import (
 from crmframes._target import (
     Binding,
     Check,
+    Example,
     Framing,
     Limits,
     Problem,
@@ -157,10 +168,13 @@ def _limits(max_concurrent: int | None, slug: str, extra: dict[str, str]) -> Lim
     )
 
 
+@register_connection
 class Dotdigital(Connection):
     """A Dotdigital API user. Credentials: arguments or DOTDIGITAL_USERNAME / _PASSWORD."""
 
+    key = "dotdigital"
     vendor = "Dotdigital"
+    timeout = 121.0  # Dotdigital asks clients to allow 121 s before timing out (CONTRACTS §1)
 
     def __init__(
         self,
@@ -340,6 +354,8 @@ class _V2Import(Target):
 class DotdigitalContacts(_V2Import):
     """``POST /v2/address-books/{id}/contacts/import/with-merge-option/{mergeOption}``."""
 
+    example = Example("contacts.csv", {"address_book_id": 1001, "merge_option": "OnlyOverwriteIfNotEmpty"})
+
     connection: Dotdigital = field(compare=False)
     address_book_id: int
     merge_option: str | int
@@ -488,6 +504,8 @@ def _merge_option(value: object) -> str:
 class DotdigitalTransactionalData(_V2Import):
     """``POST /v2/contacts/transactional-data/import/{collectionName}``."""
 
+    example = Example("orders.parquet", {"collection": "orders", "key": "order_id", "contact": "email"})
+
     connection: Dotdigital = field(compare=False)
     collection: str
     key: str
@@ -570,6 +588,11 @@ class DotdigitalTransactionalData(_V2Import):
 @dataclass(frozen=True, repr=False)
 class DotdigitalInsightData(Target):
     """``PUT /insightData/v3/import``."""
+
+    example = Example(
+        "orders.parquet",
+        {"collection": "orders_insight", "scope": "contact", "type": "orders", "key": "order_id", "identity": "email"},
+    )
 
     connection: Dotdigital = field(compare=False)
     collection: str
@@ -789,9 +812,7 @@ def _contacts_track(import_id: str, deadline: float) -> Flow:
     imported = None if new is None or updated is None else new + updated
     # the count categories overlap (suppressedContacts vs globallySuppressed) [I]: reconcile
     # on what was imported, and take rejections from the faults file
-    return Outcome(
-        import_id, "finished", last.word, tuple(contact_faults(faults.content)), Totals(imported, None, counts)
-    )
+    return Outcome(import_id, "finished", last.word, tuple(contact_faults(faults.content)), Totals(imported, None))
 
 
 def _transactional_track(import_id: str, deadline: float) -> Flow:
@@ -810,7 +831,7 @@ def _transactional_track(import_id: str, deadline: float) -> Flow:
         "finished",
         last.word,
         faults,
-        Totals(as_int(member(report, "totalImported")), as_int(member(report, "totalRejected")), report),
+        Totals(as_int(member(report, "totalImported")), as_int(member(report, "totalRejected"))),
     )
 
 
@@ -830,7 +851,7 @@ def _insight_track(path: str, import_id: str, deadline: float) -> Flow:
         "finished",
         last.word,
         faults,
-        Totals(as_int(member(summary, "totalImported")), as_int(member(summary, "totalRejected")), summary),
+        Totals(as_int(member(summary, "totalImported")), as_int(member(summary, "totalRejected"))),
     )
 
 

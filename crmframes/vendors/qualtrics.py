@@ -6,6 +6,7 @@ Contract and sources: shared/vendors/CONTRACTS.md §4.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -13,7 +14,16 @@ from typing import Any, ClassVar
 import polars as pl
 
 from crmframes import _checks as chk
-from crmframes._connection import Connection, Secret, clean_base_url, fingerprint, need, option, secret
+from crmframes._connection import (
+    Connection,
+    Secret,
+    clean_base_url,
+    fingerprint,
+    need,
+    option,
+    register_connection,
+    secret,
+)
 from crmframes._encode import ISO, csv_text, strip_keys
 from crmframes._errors import ConfigError, one_of
 from crmframes._flow import (
@@ -42,6 +52,7 @@ from crmframes._flow import (
 from crmframes._target import (
     Binding,
     Check,
+    Example,
     Framing,
     Limits,
     Problem,
@@ -80,10 +91,18 @@ IMPORT_STATUSES = Statuses(
 POLL_DEADLINE = 6 * 3600.0
 
 
+@register_connection
 class Qualtrics(Connection):
     """A Qualtrics API token. Credentials: arguments or QUALTRICS_API_TOKEN / QUALTRICS_DATACENTER."""
 
+    key = "qualtrics"
     vendor = "Qualtrics"
+    timeout = 121.0  # [I] no documented figure: as Dotdigital's
+
+    @classmethod
+    def from_environment(cls) -> Qualtrics:
+        # planning needs no host; a datacenter is only needed to send
+        return cls(datacenter=os.environ.get("QUALTRICS_DATACENTER") or "fra1")
 
     def __init__(
         self, token: str | Secret | None = None, *, datacenter: str | None = None, base_url: str | None = None
@@ -172,6 +191,15 @@ class Qualtrics(Connection):
 class QualtricsTransactionContacts(Target):
     """``POST /API/v3/directories/{dir}/mailinglists/{list}/transactioncontacts``."""
 
+    example = Example(
+        "survey_transactions.csv",
+        {
+            "directory_id": "POOL_demo",
+            "mailing_list_id": "CG_demo",
+            "transaction_fields": ["order_id", "amount", "visit_date"],
+        },
+    )
+
     connection: Qualtrics = field(compare=False)
     directory_id: str
     mailing_list_id: str
@@ -188,7 +216,7 @@ class QualtricsTransactionContacts(Target):
         max_records=10_000,
         max_concurrent=1,
         min_interval=None,
-        concurrency_scope="mailing_list",
+        concurrency_scope="mailing_list_id",
         typical_job_seconds=20.0,
         sources={
             "max_bytes": QX_CREATE,
@@ -353,9 +381,6 @@ class QualtricsTransactionContacts(Target):
     # a re-sent transaction contacts import adds the transactions again (CONTRACTS §4, dedup)
     resend_safe: ClassVar[bool] = False
 
-    def concurrency_key(self) -> str:
-        return f"{self.connection.account()}|{self.mailing_list_id}"  # one import per list at a time
-
     def prepare(self, now_utc: str) -> Flow | None:
         if not self.transaction_fields or self.batch_id:
             return None
@@ -479,7 +504,7 @@ def _track(t: QualtricsTransactionContacts, import_id: str, unprocessed: int, se
     imported = None if added is None or updated is None else added + updated
     rejected = None if failed is None else failed + unprocessed
     created = as_int(member(member(member(summary, "transactions"), "count"), "created"))
-    totals = Totals(imported, rejected, summary, created if t.transaction_fields else None)
+    totals = Totals(imported, rejected, created if t.transaction_fields else None)
     extra: tuple[Fault, ...] = ()
     expected = sent - unprocessed - len(faults)
     if imported != expected or (t.transaction_fields and created != expected):

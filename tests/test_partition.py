@@ -73,7 +73,8 @@ def test_rows_that_cannot_fit_alone_are_flagged_not_cut():
 
 
 def test_lazy_parquet_scans_are_read_slice_by_slice_only_when_each_slice_reads_its_own_rows(tmp_path):
-    from crmframes._pipeline import _batches, _sliceable
+    from crmframes._batches import batches as _batches
+    from crmframes._batches import sliceable as _sliceable
 
     path = tmp_path / "t.parquet"
     pl.DataFrame({"a": list(range(10))}).write_parquet(path)

@@ -230,9 +230,9 @@ def test_accessor_rejects_something_that_is_not_a_target():
 def test_duplicate_keys_are_flagged_after_their_first_row_whatever_the_pass_count(
     conns, monkeypatch, bucket_keys, lazy
 ):
-    from crmframes import _pipeline
+    from crmframes import _duplicates
 
-    monkeypatch.setattr(_pipeline, "DUP_BUCKET_KEYS", bucket_keys)
+    monkeypatch.setattr(_duplicates, "DUP_BUCKET_KEYS", bucket_keys)
     dd = conns[0]
     keys = [f"k{i % 40}" for i in range(100)] + [None, None] + [f"u{i}" for i in range(30)]
     df = pl.DataFrame({"order_id": keys, "email": [f"e{i}@example.com" for i in range(len(keys))]})
@@ -304,7 +304,7 @@ def test_bodies_are_the_same_whether_encoded_rows_are_shared_or_copied(conns, mo
     """Bodies are cut from views of polars' buffers, or from one copy when the rows are too
     fragmented; invalid rows, short rows (stored inside their view) and nulls included.
     payloads writes each body as its rows arrive; survey hashes the same bytes in place."""
-    from crmframes import _pipeline
+    from crmframes import _buffers, _pipeline
 
     dd, qx, dn = conns
     n = 3000
@@ -324,12 +324,12 @@ def test_bodies_are_the_same_whether_encoded_rows_are_shared_or_copied(conns, mo
         dn.contacts(columns=["contact_key", "email", "note"]).with_limits(max_bytes=20_000),
     ]
     segments = []
-    real = _pipeline._segments
-    monkeypatch.setattr(_pipeline, "_segments", lambda *a: segments.append(s := real(*a)) or s)
+    real = _buffers.segments
+    monkeypatch.setattr(_buffers, "segments", lambda *a: segments.append(s := real(*a)) or s)
 
     def bodies(frame, t, share):
-        monkeypatch.setattr(_pipeline, "SHARE_MAX_RUNS", 10**9 if share else 0)
-        monkeypatch.setattr(_pipeline, "SHARE_MIN_RUN", 1 if share else 10**9)
+        monkeypatch.setattr(_buffers, "SHARE_MAX_RUNS", 10**9 if share else 0)
+        monkeypatch.setattr(_buffers, "SHARE_MIN_RUN", 1 if share else 10**9)
         segments.clear()
         out = [(p.partition, p.rows.to_list(), p.body) for p in frame.crm.payloads(t)]
         assert all(len(s[1]) > 1 for s in segments) if share else all(len(s[1]) == 1 for s in segments)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import polars as pl
@@ -13,9 +13,9 @@ from crmframes._errors import NotATargetError
 from crmframes._target import Target
 
 if TYPE_CHECKING:
-    from crmframes._events import Sink
-    from crmframes._job import Job
-    from crmframes._retry import RetryPolicy
+    from typing import Unpack
+
+    from crmframes._job import Job, SubmitOptions
 
 F = TypeVar("F", pl.DataFrame, pl.LazyFrame)
 
@@ -52,37 +52,21 @@ class CrmNamespace(Generic[F]):
         *,
         wait: bool = True,
         timeout: float | None = None,
-        retry: RetryPolicy | None = None,
-        sinks: Iterable[Sink] = (),
-        max_reject_rate: float | None = None,
-        progress: bool | str | None = None,
-        check_account: bool = True,
-        skip_unchanged: bool = False,
+        **options: Unpack[SubmitOptions],
     ) -> Job:
         """Send the frame: plan, submit each request under the vendor's limits, poll, fetch
         the reports. Returns a ``Job``; ``job.report()`` has one row per input row.
 
-        ``max_reject_rate``: stop sending once the vendor rejects more than this share of
-        the rows sent (the rest become ``not_sent``). ``progress``: None shows a live panel
-        in a notebook and bars on a terminal; False (or CRMFRAMES_PROGRESS=0) shows nothing.
-        ``check_account``: ask the account first (``validate(t, account=True)``) and refuse
-        a missing destination, refused credentials, or columns the account cannot take.
-        ``skip_unchanged``: send only rows new or changed since the vendor last accepted them
-        for this destination; the others read ``unchanged`` (DESIGN §10)."""
+        Options (``cf.submit`` says more): ``retry``, ``sinks``, ``max_reject_rate`` (stop
+        sending once the vendor rejects more than this share of the rows sent; the rest become
+        ``not_sent``), ``progress`` (None: a live panel in a notebook, bars on a terminal;
+        False or CRMFRAMES_PROGRESS=0: nothing), ``check_account`` (ask the account first and
+        refuse a missing destination, refused credentials, or columns it cannot take) and
+        ``skip_unchanged`` (send only rows new or changed since the vendor last accepted them
+        for this destination; the others read ``unchanged``, DESIGN §10)."""
         from crmframes._job import submit
 
-        return submit(
-            self._frame,
-            _target(target),
-            wait=wait,
-            timeout=timeout,
-            retry=retry,
-            sinks=sinks,
-            max_reject_rate=max_reject_rate,
-            progress=progress,
-            check_account=check_account,
-            skip_unchanged=skip_unchanged,
-        )
+        return submit(self._frame, _target(target), wait=wait, timeout=timeout, **options)
 
     async def asubmit(
         self,
@@ -90,28 +74,12 @@ class CrmNamespace(Generic[F]):
         *,
         wait: bool = True,
         timeout: float | None = None,
-        retry: RetryPolicy | None = None,
-        sinks: Iterable[Sink] = (),
-        max_reject_rate: float | None = None,
-        progress: bool | str | None = None,
-        check_account: bool = True,
-        skip_unchanged: bool = False,
+        **options: Unpack[SubmitOptions],
     ) -> Job:
         """The async twin of ``submit``: ``job = await df.crm.asubmit(t)``."""
         from crmframes._job import asubmit
 
-        return await asubmit(
-            self._frame,
-            _target(target),
-            wait=wait,
-            timeout=timeout,
-            retry=retry,
-            sinks=sinks,
-            max_reject_rate=max_reject_rate,
-            progress=progress,
-            check_account=check_account,
-            skip_unchanged=skip_unchanged,
-        )
+        return await asubmit(self._frame, _target(target), wait=wait, timeout=timeout, **options)
 
 
 def _target(target: object) -> Target:

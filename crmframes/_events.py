@@ -127,6 +127,15 @@ class Unsettled(Event):
 
 
 @dataclass(frozen=True)
+class Restored(Event):
+    """A partition's retry count, read back from the journal by ``cf.resume`` (the journal
+    replays everything else as the events that first made it)."""
+
+    partition: int
+    retries: int
+
+
+@dataclass(frozen=True)
 class Resumed(Event):
     """A stopped job runs again (e.g. to re-send partitions in doubt)."""
 
@@ -174,7 +183,7 @@ class JobState:
     partitions: dict[int, PartitionState] = field(default_factory=dict)
     retries: int = 0
     waiting: str | None = None  # the current wait, e.g. "rate_limited 1.2 s"
-    stopped: str | None = None  # None while running; done | paused | error
+    stopped: str | None = None  # None while running; done | pending | paused | error
     message: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -218,6 +227,8 @@ class JobState:
             p.vendor_state, p.percent = e.vendor_state, e.percent
         elif isinstance(e, Unsettled):
             p.vendor_state, p.message = e.vendor_state, e.message
+        elif isinstance(e, Restored):
+            p.retries = e.retries
         elif isinstance(e, Settled):
             p.state, p.message, p.finished_at, p.reason = e.state, e.message, e.at, e.reason
             if p.submitted_at is None and e.state in (FINISHED, FAILED):

@@ -9,19 +9,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Generator, Iterable
-from typing import Any
+from collections.abc import Callable, Generator, Iterable, Mapping
+from typing import Any, TypedDict, Unpack
 
 import polars as pl
 
-from crmframes import _account, _baseline, _engine, _journal, _loop, _report
-from crmframes._errors import ConfigError, CrmError, CrmWarning, FrameError, UsageError
+from crmframes import _account, _baseline, _engine, _journal, _loop, _report, _run
+from crmframes._errors import ConfigError, CrmError, CrmWarning, FrameError, UsageError, did_you_mean
 from crmframes._events import (
     FAILED,
     FINISHED,
@@ -29,9 +31,7 @@ from crmframes._events import (
     NOT_SENT,
     PLANNED,
     REFUSED,
-    SENDING,
     SETTLED,
-    SUBMITTED,
     Event,
     JobState,
     Planned,
@@ -40,7 +40,6 @@ from crmframes._events import (
     Settled,
     Sink,
     Stopped,
-    Submitted,
     count,
 )
 from crmframes._pipeline import (
@@ -49,6 +48,7 @@ from crmframes._pipeline import (
     Frame,
     Payload,
     Plan,
+    Survey,
     bind,
     body_hash,
     payloads,
@@ -60,6 +60,49 @@ from crmframes._target import Target, target_class
 
 log = logging.getLogger("crmframes")
 FAILED_OUTCOMES = ("rejected", "invalid", "not_sent", "in_doubt")
+
+
+class SubmitOptions(TypedDict, total=False):
+    """What ``submit`` takes besides ``wait`` and ``timeout``; ``Options`` carries them as one
+    object from the call to the job (``Options.of`` checks each)."""
+
+    retry: RetryPolicy | None
+    sinks: Iterable[Sink]
+    max_reject_rate: float | None
+    progress: bool | str | None
+    check_account: bool
+    skip_unchanged: bool
+    chunk_rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """A job's options, checked: see ``submit`` for what each does."""
+
+    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    sinks: tuple[Sink, ...] = ()
+    max_reject_rate: float | None = None
+    progress: bool | str | None = None
+    check_account: bool = True
+    skip_unchanged: bool = False
+    chunk_rows: int = CHUNK_ROWS
+
+    @classmethod
+    def of(cls, given: Mapping[str, Any]) -> Options:
+        names = [f.name for f in dataclasses.fields(cls)]
+        for name in given:
+            if name not in names:
+                raise ConfigError(
+                    f"unknown option {name!r}; submit takes wait, timeout, {', '.join(names)}.{did_you_mean(name, names)}"
+                )
+        values = dict(given)
+        sinks = values.get("sinks", ())
+        if isinstance(sinks, Iterable) and not isinstance(sinks, (str, bytes)):
+            values["sinks"] = sinks = tuple(sinks)  # a generator is read once: by the check, then kept
+        check_options(**values)
+        if values.get("retry") is None:
+            values.pop("retry", None)
+        return cls(**values)
 
 
 class Job:
@@ -75,87 +118,61 @@ class Job:
         frame: Frame | None,
         target: Target,
         *,
-        retry: RetryPolicy | None = None,
-        sinks: Iterable[Sink] = (),
-        chunk_rows: int = CHUNK_ROWS,
-        max_reject_rate: float | None = None,
-        progress: bool | str | None = None,
         parent: tuple[str, pl.Series] | None = None,
-        check_account: bool = True,
-        skip_unchanged: bool = False,
-        _restore: tuple[str, Plan, list[str], pl.DataFrame] | None = None,
+        **options: Unpack[SubmitOptions],
     ) -> None:
-        if isinstance(sinks, Iterable) and not isinstance(sinks, (str, bytes)):
-            sinks = list(sinks)  # a generator is read once: by the check, then kept
-        check_options(
-            max_reject_rate=max_reject_rate, retry=retry, progress=progress, sinks=sinks, skip_unchanged=skip_unchanged
-        )
-        # a retry_failed() job: its parent job and, per row of this job, the parent's row number
-        self.parent: str | None = None if parent is None else parent[0]
-        self.parent_rows: pl.Series | None = None if parent is None else parent[1]
+        """Check, plan and journal a new job (nothing is sent until ``wait()``); ``parent``: the
+        job a ``retry_failed()`` job retries and, per row of this one, the parent's row number."""
+        opts = Options.of(options)
+        if frame is None:
+            raise FrameError("a new job needs the frame to send; cf.resume(job_id) finishes a journalled one")
+        job_id, found = _prepare(frame, target, opts, parent)
+        self._assemble(frame, target, opts, job_id, found.plan, found.hashes, found.lineage, parent)
+        self._driver.emit(self._planned())
+        self._show()
+
+    def _assemble(
+        self,
+        frame: Frame | None,
+        target: Target,
+        options: Options,
+        job_id: str,
+        plan: Plan,
+        hashes: list[str],
+        lineage: pl.DataFrame,
+        parent: tuple[str, pl.Series] | None,
+    ) -> None:
+        """The job's parts, from a new plan or the journal."""
+        self.id = job_id
         self.frame = frame
         self.target = target
-        self.retry = retry or RetryPolicy()
-        self.chunk_rows = chunk_rows
-        self.max_reject_rate = max_reject_rate
-        self.progress = progress
+        self.options = options
+        self.plan = plan
+        self.hashes = hashes
+        self.parent: str | None = None if parent is None else parent[0]
+        self.parent_rows: pl.Series | None = None if parent is None else parent[1]
         self.resend_in_doubt = False
-        self.context: Any = _engine._UNSET
+        self.context: Any = _run.UNSET  # the target has not prepared the job yet
         self.error: CrmError | None = None
         self.cancelled = False
         self._future: concurrent.futures.Future[None] | None = None
         self._warned = False
-        self.journal = _journal.journal()
-        if _restore is None:
-            assert frame is not None
-            require_usable(bind(frame, target))  # an unusable frame is refused before any request
-            target.connection.check_credentials()  # before anything is journalled
-            if check_account:
-                _account.require(frame, target, self.retry)
-            found = survey(frame, target, chunk_rows=chunk_rows, skip_unchanged=skip_unchanged)
-            self.id = uuid.uuid4().hex[:12]
-            self.plan, self.hashes, lineage = found.plan, found.hashes, found.lineage
-            self.journal.create(
-                self.id,
-                target,
-                self.plan,
-                self.hashes,
-                lineage,
-                {"max_reject_rate": max_reject_rate},
-                parent=self.parent,
-                parent_rows=self.parent_rows,
-            )
-        else:
-            self.id, self.plan, self.hashes, lineage = _restore
-        sent = lineage.filter(pl.col("partition").is_not_null())
-        self._lineage = {int(k[0]): v for k, v in sent.partition_by("partition", as_dict=True).items()}
         self._keys = lineage.select("row", "key")  # every row's key at submit: re-reads are checked against it
-        # the rows the survey found unchanged: the job leaves the same ones out when it sends
-        self._skip = self.plan.unchanged.get_column("row").sort().to_numpy()
         self.state = JobState(self.id)
-        from crmframes._display.log import log_event  # display loads with the first job, not on import
+        self._driver = Driver(self, lineage)
 
-        self._sinks: list[Sink] = [self.state.apply, self.journal.record, self._learn, log_event, *sinks]
+    def _planned(self) -> Planned:
         parts = tuple(
             (int(i), int(r), int(b))
             for i, r, b in self.plan.partitions.select("partition", "rows", "bytes").iter_rows()
         )
-        planned = Planned(
-            self.id,
-            _engine.engine().clock.time(),
-            target.name,
-            parts,
-            self.plan.input_rows,
-            self.plan.invalid_rows,
-            self.plan.unchanged_rows,
-        )
-        if _restore is None:
-            self.emit(planned)
-        else:
-            self.state.apply(planned)  # already in the journal
+        p = self.plan
+        return Planned(self.id, _now(), self.target.name, parts, p.input_rows, p.invalid_rows, p.unchanged_rows)
+
+    def _show(self) -> None:
         from crmframes._display import sinks as display_sinks  # the widget / tqdm stacks load only here
 
-        self._sinks += display_sinks(progress, self)
+        self._driver.sinks += display_sinks(self.options.progress, self)
 
     @classmethod
     def restore(
@@ -170,155 +187,38 @@ class Job:
     ) -> Job:
         """Rebuild a journalled job (after a crash or a kernel restart); see ``cf.resume``."""
         jr = _journal.journal()
-        row, parts = jr.load(job_id)
-        if not row:
+        saved = jr.saved(job_id)
+        if saved is None:
             known = jr.jobs()["job_id"].tail(5).to_list()
             raise ConfigError(f"no job {job_id!r} in the journal at {jr.root}; recent jobs: {known} (cf.jobs())")
-        target = _rebuild_target(row, connection)
-        d = jr.dir(job_id)
-        unchanged = d / "unchanged.parquet"
-        plan_ = Plan(
+        opts = Options.of(
+            {
+                "retry": retry,
+                "sinks": sinks,
+                "progress": progress,
+                "max_reject_rate": saved.policy.get("max_reject_rate"),
+            }
+        )
+        target = _rebuild_target(saved.row, connection)
+        row = saved.row
+        plan = Plan(
             target,
-            pl.read_parquet(d / "plan.parquet"),
-            pl.read_parquet(d / "problems.parquet"),
+            saved.partitions,
+            saved.problems,
             row["input_rows"],
             row["invalid_rows"],
-            unchanged=pl.read_parquet(unchanged) if unchanged.exists() else pl.DataFrame(schema=UNCHANGED_SCHEMA),
+            unchanged=saved.unchanged if saved.unchanged is not None else pl.DataFrame(schema=UNCHANGED_SCHEMA),
         )
-        hashes = [p["hash"] for p in parts]
-        policy = json.loads(row["policy"])
-        parent_rows = jr.parent_rows(job_id)
-        job = cls(
-            frame,
-            target,
-            retry=retry,
-            sinks=sinks,
-            max_reject_rate=policy.get("max_reject_rate"),
-            progress=progress,
-            parent=None if row["parent"] is None or parent_rows is None else (row["parent"], parent_rows),
-            _restore=(job_id, plan_, hashes, pl.read_parquet(d / "lineage.parquet")),
-        )
-        if row["context"] is not None:
-            job.context = json.loads(row["context"])
-        now = _engine.engine().clock.time()
-        for p in parts:  # replay the journal into the accumulator; SENDING at a crash = in doubt
-            i, state = p["partition"], p["state"]
-            if p["import_id"] is not None or state == SUBMITTED:
-                job.state.apply(
-                    Submitted(
-                        job_id,
-                        p["submitted_at"] or now,
-                        i,
-                        p["import_id"],
-                        p["vendor_state"],
-                        _journal.early_faults(p["early"]),
-                    )
-                )
-            if state == SENDING:
-                state, p["message"] = IN_DOUBT, "the process stopped while sending; the answer was never seen"
-            elif state == SUBMITTED and p["import_id"] is None:  # a synchronous answer, never recorded
-                state, p["message"] = IN_DOUBT, "the process stopped before the vendor's answer was recorded"
-            if state in SETTLED:
-                faults = jr.faults(job_id, i)
-                if faults is None and state == FINISHED:  # no file: the vendor named no row
-                    faults = pl.DataFrame(schema=_report.FAULT_SCHEMA)
-                reconciled = None if p["reconciled"] is None else bool(p["reconciled"])
-                job.state.apply(
-                    Settled(
-                        job_id,
-                        p["finished_at"] or now,
-                        i,
-                        state,
-                        p["vendor_state"],
-                        p["message"],
-                        p["reason"],
-                        faults,
-                        p["unmatched"],
-                        p["imported"],
-                        p["rejected"],
-                        reconciled,
-                    )
-                )
-            elif state == SUBMITTED and p["message"]:  # polling stopped at its deadline
-                job.state.partitions[i].message = p["message"]
-            job.state.partitions[i].retries = p["retries"]
-        if all(p.state in SETTLED for p in job.state.partitions.values()):
-            job.state.apply(Stopped(job_id, now, "done"))
+        parent = None if row["parent"] is None or saved.parent_rows is None else (row["parent"], saved.parent_rows)
+        job = cls.__new__(cls)
+        job._assemble(frame, target, opts, job_id, plan, saved.hashes, saved.lineage, parent)
+        job.state.apply(job._planned())  # already in the journal
+        if saved.context is not None:
+            job.context = saved.context
+        for event in jr.replay(job_id, saved.parts, _now()):
+            job.state.apply(event)
+        job._show()
         return job
-
-    # --- engine side ---
-
-    def emit(self, event: Event) -> None:
-        for sink in self._sinks:
-            try:
-                sink(event)
-            except Exception:  # a display must never break a job
-                if sink is self.state.apply:
-                    raise
-                log.exception("crmframes: a progress sink failed on %s", type(event).__name__)
-
-    def _learn(self, e: Event) -> None:
-        """The baseline learns each row the vendor confirmed accepted, as its partition settles
-        (a crash keeps what was confirmed); the job's end folds the lot into one file."""
-        if isinstance(e, Settled) and e.state == FINISHED:
-            part = self._lineage.get(e.partition)
-            if part is None or "row_hash" not in part.columns or part.get_column("row_hash").null_count():
-                return
-            refused = e.faults.get_column("row") if e.faults is not None and e.faults.height else None
-            ok = part if refused is None else part.filter(~pl.col("row").is_in(refused.implode()))
-            _baseline.record(self.target, self.id, ok.get_column("key_hash"), ok.get_column("row_hash"))
-        elif isinstance(e, Stopped) and e.how == "done":
-            _baseline.compact(self.target)
-
-    def payload_iter(self) -> Generator[tuple[Payload, str], None, None]:
-        """Each payload with the hash of its body (checked against the plan's)."""
-        if self.frame is None:
-            unsent = sorted(p.partition for p in self.state.partitions.values() if p.state == PLANNED)
-            raise FrameError(
-                f"job {self.id} has {len(unsent)} partition(s) not sent yet ({unsent[:10]}); pass the "
-                f"same frame to send them: cf.resume({self.id!r}, frame)"
-            )
-        bodies = payloads(self.frame, self.target, chunk_rows=self.chunk_rows, skip_rows=self._skip)
-        return _hashed(bodies)
-
-    def lineage(self, partition: int) -> tuple[pl.Series, pl.Series | None]:
-        """The input rows of a partition, and the keys the vendor will echo for them."""
-        part = self._lineage[partition]
-        keys = part.get_column("key")
-        return part.get_column("row"), None if keys.null_count() == len(keys) else keys
-
-    def set_context(self, context: Any) -> None:
-        self.context = context
-        self.journal.set_context(self.id, context)
-
-    def stop_reason(self) -> tuple[str, str] | None:
-        """Why no further partition may be sent: cancelled, or the reject rate policy."""
-        if self.cancelled:
-            return "cancelled", "cancelled before sending"
-        if self.max_reject_rate is None:
-            return None
-        sent = rejected = 0
-        with self.state.lock:
-            for p in self.state.partitions.values():
-                if p.state == FINISHED:
-                    sent += p.rows
-                    rejected += count(p.faults, "rejected")
-                elif p.state in (FAILED, REFUSED):
-                    sent += p.rows
-                    rejected += p.rows
-        if sent and rejected / sent > self.max_reject_rate:
-            return (
-                "max_reject_rate",
-                f"not sent: the vendor rejected {rejected:,} of {sent:,} rows sent "
-                f"({rejected / sent:.0%}), over max_reject_rate={self.max_reject_rate:.0%}",
-            )
-        return None
-
-    def on_retry(self, partition: int | None) -> Callable[[str, str, float, int | None], None]:
-        def note(call: str, why: str, wait: float, status: int | None) -> None:
-            self.emit(RetryScheduled(self.id, _engine.engine().clock.time(), partition, call, why, wait, status))
-
-        return note
 
     # --- running ---
 
@@ -336,7 +236,7 @@ class Job:
             return None
         if self._future is None or self._future.done():
             self.error = None
-            self._future = _loop.start(_engine.run(self))
+            self._future = _loop.start(_run.run(self._driver))
         return self._future
 
     def wait(self, timeout: float | None = None) -> Job:
@@ -407,10 +307,10 @@ class Job:
         if not self.running:
             for p in list(self.state.partitions.values()):
                 if p.state == PLANNED:
-                    self.emit(
+                    self._driver.emit(
                         Settled(
                             self.id,
-                            _engine.engine().clock.time(),
+                            _now(),
                             p.partition,
                             NOT_SENT,
                             message="cancelled before sending",
@@ -418,7 +318,7 @@ class Job:
                         )
                     )
             if all(p.state in SETTLED for p in self.state.partitions.values()):
-                self.emit(Stopped(self.id, _engine.engine().clock.time(), "done"))
+                self._driver.emit(Stopped(self.id, _now(), "done"))
         return self
 
     def resend(self, *, wait: bool = True) -> Job:
@@ -428,7 +328,7 @@ class Job:
         with self.state.lock:
             doubtful = [p.partition for p in self.state.partitions.values() if p.state == IN_DOUBT]
         if doubtful and self.done:
-            self.emit(Resumed(self.id, _engine.engine().clock.time()))
+            self._driver.emit(Resumed(self.id, _now()))
         return self.wait() if wait else self
 
     def retry_failed(self, *, wait: bool = True) -> Job | None:
@@ -468,9 +368,9 @@ class Job:
             picked,
             self.target,
             wait=wait,
-            retry=self.retry,
-            max_reject_rate=self.max_reject_rate,
-            progress=self.progress,
+            retry=self.options.retry,
+            max_reject_rate=self.options.max_reject_rate,
+            progress=self.options.progress,
             parent=(self.parent or self.id, parent_rows),
         )
 
@@ -557,14 +457,147 @@ class Job:
         counts = ", ".join(f"{k} {v:,}" for k, v in self.counts().items() if v)
         from crmframes._display import render
 
-        return (
-            f"<Job {self.id} · {render.summary(self.state.snapshot(_engine.engine().clock.time()))} · rows: {counts}>"
-        )
+        return f"<Job {self.id} · {render.summary(self.state.snapshot(_now()))} · rows: {counts}>"
 
     def _repr_html_(self) -> str:
         from crmframes._display import render
 
-        return render.panel(self.state.snapshot(_engine.engine().clock.time()), self.counts())
+        return render.panel(self.state.snapshot(_now()), self.counts())
+
+
+def _prepare(frame: Frame, target: Target, opts: Options, parent: tuple[str, pl.Series] | None) -> tuple[str, Survey]:
+    """Everything before a new job exists: refuse an unusable frame, missing credentials or an
+    account that cannot take it (before anything is journalled), survey the frame, journal it."""
+    require_usable(bind(frame, target))  # an unusable frame is refused before any request
+    target.connection.check_credentials()  # before anything is journalled
+    if opts.check_account:
+        _account.require(frame, target, opts.retry)
+    found = survey(frame, target, chunk_rows=opts.chunk_rows, skip_unchanged=opts.skip_unchanged)
+    job_id = uuid.uuid4().hex[:12]
+    _journal.journal().create(
+        job_id,
+        target,
+        found.plan,
+        found.hashes,
+        found.lineage,
+        {"max_reject_rate": opts.max_reject_rate},
+        parent=None if parent is None else parent[0],
+        parent_rows=None if parent is None else parent[1],
+    )
+    return job_id, found
+
+
+class Driver:
+    """The job as its run sees it (``_run.Job``): events out to the sinks, the bodies to send,
+    the rows each import holds, the stop policy. Kept apart from the user's ``Job``, whose
+    methods are all for the user."""
+
+    def __init__(self, job: Job, lineage: pl.DataFrame) -> None:
+        from crmframes._display.log import log_event  # display loads with the first job, not on import
+
+        self.job = job
+        self.id, self.target, self.state, self.hashes = job.id, job.target, job.state, job.hashes
+        self.retry, self.max_reject_rate = job.options.retry, job.options.max_reject_rate
+        self.journal = _journal.journal()
+        sent = lineage.filter(pl.col("partition").is_not_null())
+        self._lineage = {int(k[0]): v for k, v in sent.partition_by("partition", as_dict=True).items()}
+        # the rows the survey found unchanged: the job leaves the same ones out when it sends
+        self._skip = job.plan.unchanged.get_column("row").sort().to_numpy()
+        self.sinks: list[Sink] = [self.state.apply, self.journal.record, self._learn, log_event, *job.options.sinks]
+
+    # what the run sets on the job
+    @property
+    def context(self) -> Any:
+        return self.job.context
+
+    @property
+    def error(self) -> CrmError | None:
+        return self.job.error
+
+    @error.setter
+    def error(self, value: CrmError | None) -> None:
+        self.job.error = value
+
+    @property
+    def resend_in_doubt(self) -> bool:
+        return self.job.resend_in_doubt
+
+    def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            try:
+                sink(event)
+            except Exception:  # a display must never break a job
+                if sink is self.state.apply:
+                    raise
+                log.exception("crmframes: a progress sink failed on %s", type(event).__name__)
+
+    def _learn(self, e: Event) -> None:
+        """The baseline learns each row the vendor confirmed accepted, as its partition settles
+        (a crash keeps what was confirmed); the job's end folds the lot into one file."""
+        if isinstance(e, Settled) and e.state == FINISHED:
+            part = self._lineage.get(e.partition)
+            if part is None or "row_hash" not in part.columns or part.get_column("row_hash").null_count():
+                return
+            refused = e.faults.get_column("row") if e.faults is not None and e.faults.height else None
+            ok = part if refused is None else part.filter(~pl.col("row").is_in(refused.implode()))
+            _baseline.record(self.target, self.id, ok.get_column("key_hash"), ok.get_column("row_hash"))
+        elif isinstance(e, Stopped) and e.how == "done":
+            _baseline.compact(self.target)
+
+    def payload_iter(self) -> Generator[tuple[Payload, str], None, None]:
+        """Each payload with the hash of its body (checked against the plan's)."""
+        frame = self.job.frame
+        if frame is None:
+            unsent = sorted(p.partition for p in self.state.partitions.values() if p.state == PLANNED)
+            raise FrameError(
+                f"job {self.id} has {len(unsent)} partition(s) not sent yet ({unsent[:10]}); pass the "
+                f"same frame to send them: cf.resume({self.id!r}, frame)"
+            )
+        bodies = payloads(frame, self.target, chunk_rows=self.job.options.chunk_rows, skip_rows=self._skip)
+        return _hashed(bodies)
+
+    def lineage(self, partition: int) -> tuple[pl.Series, pl.Series | None]:
+        """The input rows of a partition, and the keys the vendor will echo for them."""
+        part = self._lineage[partition]
+        keys = part.get_column("key")
+        return part.get_column("row"), None if keys.null_count() == len(keys) else keys
+
+    def set_context(self, context: Any) -> None:
+        self.job.context = context
+        self.journal.set_context(self.id, context)
+
+    def stop_reason(self) -> tuple[str, str] | None:
+        """Why no further partition may be sent: cancelled, or the reject rate policy."""
+        if self.job.cancelled:
+            return "cancelled", "cancelled before sending"
+        if self.max_reject_rate is None:
+            return None
+        sent = rejected = 0
+        with self.state.lock:
+            for p in self.state.partitions.values():
+                if p.state == FINISHED:
+                    sent += p.rows
+                    rejected += count(p.faults, "rejected")
+                elif p.state in (FAILED, REFUSED):
+                    sent += p.rows
+                    rejected += p.rows
+        if sent and rejected / sent > self.max_reject_rate:
+            return (
+                "max_reject_rate",
+                f"not sent: the vendor rejected {rejected:,} of {sent:,} rows sent "
+                f"({rejected / sent:.0%}), over max_reject_rate={self.max_reject_rate:.0%}",
+            )
+        return None
+
+    def on_retry(self, partition: int | None) -> Callable[[str, str, float, int | None], None]:
+        def note(call: str, why: str, wait: float, status: int | None) -> None:
+            self.emit(RetryScheduled(self.id, _now(), partition, call, why, wait, status))
+
+        return note
+
+
+def _now() -> float:
+    return _engine.engine().clock.time()
 
 
 def submit(
@@ -573,32 +606,20 @@ def submit(
     *,
     wait: bool = True,
     timeout: float | None = None,
-    retry: RetryPolicy | None = None,
-    sinks: Iterable[Sink] = (),
-    max_reject_rate: float | None = None,
-    progress: bool | str | None = None,
     parent: tuple[str, pl.Series] | None = None,
-    check_account: bool = True,
-    skip_unchanged: bool = False,
+    **options: Unpack[SubmitOptions],
 ) -> Job:
     """Plan, then send every partition under the vendor's limits; ``wait=False`` returns at once.
 
+    ``retry``: a ``cf.RetryPolicy`` for every call. ``sinks``: callables that receive each event.
+    ``max_reject_rate``: stop sending once the vendor rejects more than this share of the rows
+    sent (the rest become ``not_sent``; the first partition goes alone, as a canary).
     ``progress``: None picks the notebook panel or terminal bars; False shows nothing.
     ``check_account``: ask the account first and refuse what it cannot take (DESIGN §6).
     ``skip_unchanged``: send only rows new or changed since the vendor last accepted them for
     this destination (DESIGN §10); the others read ``unchanged``."""
-    check_options(wait=wait, timeout=timeout, check_account=check_account)
-    job = Job(
-        frame,
-        target,
-        retry=retry,
-        sinks=sinks,
-        max_reject_rate=max_reject_rate,
-        progress=progress,
-        parent=parent,
-        check_account=check_account,
-        skip_unchanged=skip_unchanged,
-    )
+    check_options(wait=wait, timeout=timeout)
+    job = Job(frame, target, parent=parent, **options)
     if wait:
         return job.wait(timeout)
     job._start()
@@ -611,26 +632,11 @@ async def asubmit(
     *,
     wait: bool = True,
     timeout: float | None = None,
-    retry: RetryPolicy | None = None,
-    sinks: Iterable[Sink] = (),
-    max_reject_rate: float | None = None,
-    progress: bool | str | None = None,
-    check_account: bool = True,
-    skip_unchanged: bool = False,
+    **options: Unpack[SubmitOptions],
 ) -> Job:
     """The async twin of ``submit`` (planning and the account check run in a worker thread)."""
-    check_options(wait=wait, timeout=timeout, check_account=check_account)
-    job = await asyncio.to_thread(
-        Job,
-        frame,
-        target,
-        retry=retry,
-        sinks=sinks,
-        max_reject_rate=max_reject_rate,
-        progress=progress,
-        check_account=check_account,
-        skip_unchanged=skip_unchanged,
-    )
+    check_options(wait=wait, timeout=timeout)
+    job = await asyncio.to_thread(functools.partial(Job, frame, target, **options))
     if wait:
         return await job.await_(timeout)
     job._start()
@@ -666,9 +672,9 @@ def cutoff(value: str | float | dt.datetime | dt.date) -> float:
     a number of seconds, an ISO date, a date or a datetime (naive ones are UTC)."""
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return _engine.engine().clock.time() - float(value)
+        return _now() - float(value)
     if isinstance(value, str) and value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
-        return _engine.engine().clock.time() - float(value[:-1]) * units[value[-1]]
+        return _now() - float(value[:-1]) * units[value[-1]]
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = dt.datetime.fromisoformat(value)
@@ -756,6 +762,7 @@ _OPTION_RULES: dict[str, Callable[[Any], tuple[bool, str]]] = {
     "wait": lambda v: (isinstance(v, bool), "True or False"),
     "check_account": lambda v: (isinstance(v, bool), "True or False"),
     "skip_unchanged": lambda v: (isinstance(v, bool), "True or False"),
+    "chunk_rows": lambda v: (isinstance(v, int) and not isinstance(v, bool) and v >= 1, "rows per batch (an int >= 1)"),
     "timeout": lambda v: (v is None or (_number(v) and v >= 0), "None or seconds (a number >= 0)"),
 }
 

@@ -19,6 +19,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ CREATE TABLE IF NOT EXISTS partitions (
     rows INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
     hash TEXT NOT NULL,          -- sha256 of the body: resume refuses a frame that changed
-    state TEXT NOT NULL,
+    state TEXT NOT NULL,         -- planned | sending | submitted | finished | failed | refused | in_doubt | not_sent
     import_id TEXT,
     vendor_state TEXT,
     submitted_at REAL,
@@ -289,6 +290,67 @@ class Journal:
         path = self.dir(job_id) / "parent_rows.parquet"
         return pl.read_parquet(path).get_column("parent_row") if path.exists() else None
 
+    def saved(self, job_id: str) -> Saved | None:
+        """A journalled job as ``create`` wrote it, its partitions as they now stand."""
+        row, parts = self.load(job_id)
+        if not row:
+            return None
+        d = self.dir(job_id)
+        unchanged = d / "unchanged.parquet"
+        return Saved(
+            row,
+            parts,
+            pl.read_parquet(d / "plan.parquet"),
+            pl.read_parquet(d / "problems.parquet"),
+            pl.read_parquet(unchanged) if unchanged.exists() else None,
+            [p["hash"] for p in parts],
+            pl.read_parquet(d / "lineage.parquet"),
+            self.parent_rows(job_id),
+            json.loads(row["policy"]),
+            None if row["context"] is None else json.loads(row["context"]),
+        )
+
+    def replay(self, job_id: str, parts: list[dict[str, Any]], now: float) -> Iterator[ev.Event]:
+        """The events that rebuild a job's state from its partitions' rows (the other half of
+        ``record``). A partition that was sending at a crash, or submitted without a recorded
+        answer, is in doubt: nobody saw the vendor's answer."""
+        states = []
+        for p in parts:
+            i, state, message = p["partition"], p["state"], p["message"]
+            if p["import_id"] is not None or state == ev.SUBMITTED:
+                early = early_faults(p["early"])
+                yield ev.Submitted(job_id, p["submitted_at"] or now, i, p["import_id"], p["vendor_state"], early)
+            if state == ev.SENDING:
+                state, message = ev.IN_DOUBT, "the process stopped while sending; the answer was never seen"
+            elif state == ev.SUBMITTED and p["import_id"] is None:  # a synchronous answer, never recorded
+                state, message = ev.IN_DOUBT, "the process stopped before the vendor's answer was recorded"
+            if state in ev.SETTLED:
+                faults = self.faults(job_id, i)
+                if faults is None and state == ev.FINISHED:  # no file: the vendor named no row
+                    from crmframes._report import FAULT_SCHEMA
+
+                    faults = pl.DataFrame(schema=FAULT_SCHEMA)
+                yield ev.Settled(
+                    job_id,
+                    p["finished_at"] or now,
+                    i,
+                    state,
+                    p["vendor_state"],
+                    message,
+                    p["reason"],
+                    faults,
+                    p["unmatched"],
+                    p["imported"],
+                    p["rejected"],
+                    None if p["reconciled"] is None else bool(p["reconciled"]),
+                )
+            elif state == ev.SUBMITTED and message:  # polling stopped at its deadline
+                yield ev.Unsettled(job_id, now, i, p["vendor_state"], message)
+            yield ev.Restored(job_id, now, i, p["retries"])
+            states.append(state)
+        if all(s in ev.SETTLED for s in states):
+            yield ev.Stopped(job_id, now, "done")
+
     def load(self, job_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         with self.lock:
             self.db.row_factory = sqlite3.Row
@@ -331,6 +393,22 @@ def target_fields(target: Target) -> dict[str, Any]:
         if getattr(target.limits, k) != getattr(vendor, k)
     }
     return {**fields, "__limits__": tightened}
+
+
+@dataclasses.dataclass(frozen=True)
+class Saved:
+    """What ``Journal.saved`` reads back of one job."""
+
+    row: dict[str, Any]
+    parts: list[dict[str, Any]]
+    partitions: pl.DataFrame  # the plan's partitions
+    problems: pl.DataFrame
+    unchanged: pl.DataFrame | None
+    hashes: list[str]
+    lineage: pl.DataFrame
+    parent_rows: pl.Series | None
+    policy: dict[str, Any]
+    context: Any
 
 
 def early_faults(raw: str | None) -> tuple[Fault, ...]:

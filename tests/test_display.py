@@ -84,7 +84,7 @@ def test_terminal_bars_end_at_the_totals(capsys):
     frame = sample("contacts.csv")
     with sandbox(job_duration=0.05, time_scale=0.001) as sb:
         job = frame.crm.submit(sb.dotdigital().contacts(1).with_limits(max_bytes=4000), progress="tqdm")
-    bars = [s for s in job._sinks if isinstance(s, TqdmSink)]
+    bars = [s for s in job._driver.sinks if isinstance(s, TqdmSink)]
     assert len(bars) == 1 and bars[0].parts.n == job.status().height and bars[0].rows.n == 197
     err = capsys.readouterr().err
     assert "dotdigital.contacts requests" in err and "rows settled" in err

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from crmframes._errors import PayloadError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -71,7 +73,7 @@ class Partitioner:
                 if by_count <= stop:
                     stop, closes = by_count, CLOSED_BY_RECORDS
             if stop < p:  # cannot happen: the open partition is never over its limits
-                raise AssertionError("partitioner state over its limits")
+                raise PayloadError("partitioner state over its limits; please report this bug")
             taken = stop - p
             if taken:
                 self.open_bytes += int(csum[stop - 1]) - before
@@ -80,7 +82,7 @@ class Partitioner:
                 cuts.append(Cut(p, stop, None))
                 break
             if taken == 0 and self.open_rows == 0:
-                raise AssertionError("a row larger than the budget reached the partitioner")
+                raise PayloadError("a row larger than the budget reached the partitioner; please report this bug")
             cuts.append(Cut(p, stop, closes))
             self.open_bytes = 0
             self.open_rows = 0

@@ -6,7 +6,9 @@ import csv
 import io
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -37,6 +39,16 @@ def _no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
 def _journal_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Jobs journal into a fresh directory per test, never into ~/.crmframes."""
     monkeypatch.setenv("CRMFRAMES_HOME", str(tmp_path_factory.mktemp("crmhome")))
+
+
+def registered_targets(connect: Callable[[str], Any]) -> dict[str, cf.Target]:
+    """One target per registered endpoint, built from its ``example`` on ``connect(vendor)``
+    (e.g. ``sb.connect``): a new vendor's targets join the tests that use this by themselves."""
+    out = {}
+    for name, cls in cf.targets().items():
+        assert cls.example is not None, f"{name} declares no example"
+        out[name] = cls.build(connect(cls.vendor_and_method()[0]), **cls.example.options)
+    return out
 
 
 def connections() -> tuple[cf.Dotdigital, cf.Qualtrics, cf.Dengage]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from crmframes._errors import ConfigError, CrmError
 from crmframes.sandbox._app import CREDS, VARIANTS, Knobs, Sandbox
 
 __all__ = ["CREDS", "VARIANTS", "Knobs", "Sandbox", "ServedSandbox", "sandbox"]
@@ -44,7 +45,7 @@ class ServedSandbox:
         deadline = time.monotonic() + 10
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the sandbox did not start on {self.url}")
+                raise CrmError(f"the sandbox did not start on {self.url}")
             time.sleep(0.01)
 
     def __repr__(self) -> str:
@@ -79,7 +80,7 @@ class ServedSandbox:
                 auth=(CREDS["dotdigital"][0], CREDS["dotdigital"][1]),
             )
             if r.status_code not in (200, 201) and "NON_UNIQUE" not in r.text:
-                raise ValueError(f"data field {name!r}: {r.text}")
+                raise ConfigError(f"data field {name!r}: {r.text}")
 
     def connect(self, vendor: str) -> Any:
         """A connection of ``vendor`` (its key, e.g. ``"dotdigital"``) to this sandbox, with the

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from crmframes._errors import ConfigError
 from crmframes.sandbox import _rules as R
 from crmframes.sandbox._state import BadRequest, Job, Knobs, SandboxState, pick
 
@@ -65,8 +66,8 @@ class Sandbox:
         """``contacts``: emails the Dotdigital account already holds; ``data_fields``: contact
         data fields it has besides Dotdigital's defaults, ``{name: String|Numeric|Date|Boolean}``."""
         self.knobs = Knobs()
-        self.knobs.update(knobs)
-        self.state = SandboxState()
+        self.knobs.update(knobs, VARIANTS, ENDPOINTS)
+        self.state = SandboxState({v.KEY: v.STORE for v in VENDORS})
         self.state.known_contacts.update(c.lower() for c in contacts or [])
         self.extra_fields = dict(data_fields or {})
         self._seed()
@@ -227,9 +228,9 @@ class Sandbox:
             try:
                 changes = await request.json()
                 if not isinstance(changes, dict):
-                    raise ValueError("send a JSON object of knobs")
+                    raise ConfigError("send a JSON object of knobs")
                 contacts = changes.pop("contacts", None)
-                self.knobs.update(changes)
+                self.knobs.update(changes, VARIANTS, ENDPOINTS)
                 if "seed" in changes:
                     self.rng = random.Random(self.knobs.seed)
                 if contacts:
@@ -240,7 +241,7 @@ class Sandbox:
 
     async def reset(self, request: Request) -> Response:
         with self.state.lock:
-            self.state.__init__()  # type: ignore[misc]
+            self.state.__init__(self.state.stores)  # type: ignore[misc]
             self._seed()
         return JSONResponse({"reset": True})
 

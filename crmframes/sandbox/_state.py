@@ -10,11 +10,13 @@ from __future__ import annotations
 import copy
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from starlette.responses import Response
+
+from crmframes._errors import ConfigError
 
 
 @dataclass
@@ -38,42 +40,40 @@ class Knobs:
     status_mix: dict[str, dict[str, float]] = field(default_factory=dict)
     variants: list[str] = field(default_factory=list)
 
-    def update(self, changes: dict[str, Any]) -> None:
-        from crmframes.sandbox._app import VARIANTS
-
+    def update(self, changes: dict[str, Any], variants: Iterable[str] = (), endpoints: Iterable[str] = ()) -> None:
+        """Apply ``changes``; ``variants`` and ``endpoints``: the names the vendor modules declare."""
+        variants, endpoints = set(variants), set(endpoints)
         names = {f.name for f in fields(self)}
         unknown = set(changes) - names
         if unknown:
-            raise ValueError(f"unknown knob(s) {sorted(unknown)}; knobs are {sorted(names)}")
+            raise ConfigError(f"unknown knob(s) {sorted(unknown)}; knobs are {sorted(names)}")
         for k, v in changes.items():
             if k == "seed":
                 setattr(self, k, None if v is None else int(v))
             elif k == "status_mix":
-                setattr(self, k, _status_mix(v))
+                setattr(self, k, _status_mix(v, endpoints))
             elif k == "variants":
                 chosen = [v] if isinstance(v, str) else list(v or [])
-                bad = [x for x in chosen if x not in VARIANTS]
+                bad = [x for x in chosen if x not in variants]
                 if bad:
-                    raise ValueError(f"unknown variant(s) {bad}; variants are {sorted(VARIANTS)}")
+                    raise ConfigError(f"unknown variant(s) {bad}; variants are {sorted(variants)}")
                 setattr(self, k, chosen)
             else:
                 v = float(v)
                 if v < 0 or (k.startswith("p") and v > 1):
-                    raise ValueError(f"{k} must be {'between 0 and 1' if k.startswith('p') else '>= 0'}; got {v}")
+                    raise ConfigError(f"{k} must be {'between 0 and 1' if k.startswith('p') else '>= 0'}; got {v}")
                 setattr(self, k, v)
 
 
-def _status_mix(value: Any) -> dict[str, dict[str, float]]:
+def _status_mix(value: Any, endpoints: set[str]) -> dict[str, dict[str, float]]:
     if not isinstance(value, dict):
-        raise ValueError("status_mix maps an endpoint to {word: weight}")
+        raise ConfigError("status_mix maps an endpoint to {word: weight}")
     out = {}
-    from crmframes.sandbox._app import ENDPOINTS
-
     for endpoint, words in value.items():
-        if endpoint not in ENDPOINTS:
-            raise ValueError(f"status_mix: unknown endpoint {endpoint!r}; endpoints are {list(ENDPOINTS)}")
+        if endpoint not in endpoints:
+            raise ConfigError(f"status_mix: unknown endpoint {endpoint!r}; endpoints are {sorted(endpoints)}")
         if not isinstance(words, dict) or not words or any(float(w) < 0 for w in words.values()):
-            raise ValueError(f"status_mix[{endpoint!r}] must map words to weights >= 0")
+            raise ConfigError(f"status_mix[{endpoint!r}] must map words to weights >= 0")
         out[endpoint] = {str(word): float(w) for word, w in words.items()}
     return out
 
@@ -108,9 +108,11 @@ class Job:
 class SandboxState:
     """What was stored, with a write count per key, plus the imports in flight."""
 
-    def __init__(self) -> None:
+    def __init__(self, stores: Mapping[str, dict[str, Any]]) -> None:
+        """``stores``: what each vendor's account holds when empty, by vendor key."""
+        self.stores = stores
         self.lock = threading.Lock()
-        self.store: dict[str, Any] = self._empty()
+        self.store: dict[str, Any] = copy.deepcopy(dict(stores))
         self.jobs: dict[str, Job] = {}
         self.known_contacts: set[str] = set()
         self.tokens: dict[str, float] = {}  # D·engage token → expiry (monotonic)
@@ -122,12 +124,6 @@ class SandboxState:
         # name) and collections (name → scope, type)
         self.data_fields: dict[str, dict[str, Any]] = {}
         self.collections: dict[str, dict[str, str]] = {}
-
-    @staticmethod
-    def _empty() -> dict[str, Any]:
-        from crmframes.sandbox._app import VENDORS
-
-        return {v.KEY: copy.deepcopy(v.STORE) for v in VENDORS}
 
     def write(self, path: tuple[str, ...], key: str) -> None:
         node = self.store

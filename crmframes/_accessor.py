@@ -15,7 +15,8 @@ from crmframes._target import Target
 if TYPE_CHECKING:
     from typing import Unpack
 
-    from crmframes._job import Job, SubmitOptions
+    from crmframes._job import Job
+    from crmframes._options import SubmitOptions
 
 F = TypeVar("F", pl.DataFrame, pl.LazyFrame)
 

@@ -2,8 +2,9 @@
 
 It drives the vendors' sans-I/O flows (``_flow``) on the background loop (``_loop``):
 one httpx AsyncClient per connection, budgets per vendor account shared by every job
-in the process, the one retry policy (``_retry``) around every call, token renewal,
-and events out to the job's accumulator and sinks.
+in the process, the one retry policy (``_retry``) around every call, token renewal.
+Its I/O comes in as arguments (``Engine(transport=, sleep=, clock=)``); ``use`` runs jobs
+on another engine. What a job sends and when, and the events that come of it: ``_run``.
 """
 
 from __future__ import annotations

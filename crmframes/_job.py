@@ -9,100 +9,44 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import datetime as dt
 import functools
 import json
 import logging
 import time
-import uuid
 import warnings
-from collections.abc import Callable, Generator, Iterable, Mapping
-from typing import Any, TypedDict, Unpack
+from collections.abc import Iterable
+from typing import Any, Unpack
 
 import polars as pl
 
-from crmframes import _account, _baseline, _engine, _journal, _loop, _report, _run
-from crmframes._errors import ConfigError, CrmError, CrmWarning, FrameError, UsageError, did_you_mean
+from crmframes import _baseline, _journal, _loop, _report, _run
+from crmframes._driver import Driver, now, prepare
+from crmframes._errors import ConfigError, CrmError, CrmWarning, FrameError, UsageError
 from crmframes._events import (
     FAILED,
-    FINISHED,
     IN_DOUBT,
     NOT_SENT,
     PLANNED,
-    REFUSED,
     SETTLED,
-    Event,
     JobState,
     Planned,
     Resumed,
-    RetryScheduled,
     Settled,
     Sink,
     Stopped,
-    count,
 )
+from crmframes._options import Options, SubmitOptions, check_options
 from crmframes._pipeline import (
-    CHUNK_ROWS,
     UNCHANGED_SCHEMA,
     Frame,
-    Payload,
     Plan,
-    Survey,
-    bind,
-    body_hash,
-    payloads,
-    require_usable,
-    survey,
 )
 from crmframes._retry import RetryPolicy
 from crmframes._target import Target, target_class
 
 log = logging.getLogger("crmframes")
 FAILED_OUTCOMES = ("rejected", "invalid", "not_sent", "in_doubt")
-
-
-class SubmitOptions(TypedDict, total=False):
-    """What ``submit`` takes besides ``wait`` and ``timeout``; ``Options`` carries them as one
-    object from the call to the job (``Options.of`` checks each)."""
-
-    retry: RetryPolicy | None
-    sinks: Iterable[Sink]
-    max_reject_rate: float | None
-    progress: bool | str | None
-    check_account: bool
-    skip_unchanged: bool
-    chunk_rows: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """A job's options, checked: see ``submit`` for what each does."""
-
-    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
-    sinks: tuple[Sink, ...] = ()
-    max_reject_rate: float | None = None
-    progress: bool | str | None = None
-    check_account: bool = True
-    skip_unchanged: bool = False
-    chunk_rows: int = CHUNK_ROWS
-
-    @classmethod
-    def of(cls, given: Mapping[str, Any]) -> Options:
-        names = [f.name for f in dataclasses.fields(cls)]
-        for name in given:
-            if name not in names:
-                raise ConfigError(
-                    f"unknown option {name!r}; submit takes wait, timeout, {', '.join(names)}.{did_you_mean(name, names)}"
-                )
-        values = dict(given)
-        sinks = values.get("sinks", ())
-        if isinstance(sinks, Iterable) and not isinstance(sinks, (str, bytes)):
-            values["sinks"] = sinks = tuple(sinks)  # a generator is read once: by the check, then kept
-        check_options(**values)
-        if values.get("retry") is None:
-            values.pop("retry", None)
-        return cls(**values)
 
 
 class Job:
@@ -126,7 +70,7 @@ class Job:
         opts = Options.of(options)
         if frame is None:
             raise FrameError("a new job needs the frame to send; cf.resume(job_id) finishes a journalled one")
-        job_id, found = _prepare(frame, target, opts, parent)
+        job_id, found = prepare(frame, target, opts, parent)
         self._assemble(frame, target, opts, job_id, found.plan, found.hashes, found.lineage, parent)
         self._driver.emit(self._planned())
         self._show()
@@ -167,7 +111,7 @@ class Job:
             for i, r, b in self.plan.partitions.select("partition", "rows", "bytes").iter_rows()
         )
         p = self.plan
-        return Planned(self.id, _now(), self.target.name, parts, p.input_rows, p.invalid_rows, p.unchanged_rows)
+        return Planned(self.id, now(), self.target.name, parts, p.input_rows, p.invalid_rows, p.unchanged_rows)
 
     def _show(self) -> None:
         from crmframes._display import sinks as display_sinks  # the widget / tqdm stacks load only here
@@ -215,7 +159,7 @@ class Job:
         job.state.apply(job._planned())  # already in the journal
         if saved.context is not None:
             job.context = saved.context
-        for event in jr.replay(job_id, saved.parts, _now()):
+        for event in jr.replay(job_id, saved.parts, now()):
             job.state.apply(event)
         job._show()
         return job
@@ -310,7 +254,7 @@ class Job:
                     self._driver.emit(
                         Settled(
                             self.id,
-                            _now(),
+                            now(),
                             p.partition,
                             NOT_SENT,
                             message="cancelled before sending",
@@ -318,7 +262,7 @@ class Job:
                         )
                     )
             if all(p.state in SETTLED for p in self.state.partitions.values()):
-                self._driver.emit(Stopped(self.id, _now(), "done"))
+                self._driver.emit(Stopped(self.id, now(), "done"))
         return self
 
     def resend(self, *, wait: bool = True) -> Job:
@@ -328,7 +272,7 @@ class Job:
         with self.state.lock:
             doubtful = [p.partition for p in self.state.partitions.values() if p.state == IN_DOUBT]
         if doubtful and self.done:
-            self._driver.emit(Resumed(self.id, _now()))
+            self._driver.emit(Resumed(self.id, now()))
         return self.wait() if wait else self
 
     def retry_failed(self, *, wait: bool = True) -> Job | None:
@@ -457,147 +401,12 @@ class Job:
         counts = ", ".join(f"{k} {v:,}" for k, v in self.counts().items() if v)
         from crmframes._display import render
 
-        return f"<Job {self.id} · {render.summary(self.state.snapshot(_now()))} · rows: {counts}>"
+        return f"<Job {self.id} · {render.summary(self.state.snapshot(now()))} · rows: {counts}>"
 
     def _repr_html_(self) -> str:
         from crmframes._display import render
 
-        return render.panel(self.state.snapshot(_now()), self.counts())
-
-
-def _prepare(frame: Frame, target: Target, opts: Options, parent: tuple[str, pl.Series] | None) -> tuple[str, Survey]:
-    """Everything before a new job exists: refuse an unusable frame, missing credentials or an
-    account that cannot take it (before anything is journalled), survey the frame, journal it."""
-    require_usable(bind(frame, target))  # an unusable frame is refused before any request
-    target.connection.check_credentials()  # before anything is journalled
-    if opts.check_account:
-        _account.require(frame, target, opts.retry)
-    found = survey(frame, target, chunk_rows=opts.chunk_rows, skip_unchanged=opts.skip_unchanged)
-    job_id = uuid.uuid4().hex[:12]
-    _journal.journal().create(
-        job_id,
-        target,
-        found.plan,
-        found.hashes,
-        found.lineage,
-        {"max_reject_rate": opts.max_reject_rate},
-        parent=None if parent is None else parent[0],
-        parent_rows=None if parent is None else parent[1],
-    )
-    return job_id, found
-
-
-class Driver:
-    """The job as its run sees it (``_run.Job``): events out to the sinks, the bodies to send,
-    the rows each import holds, the stop policy. Kept apart from the user's ``Job``, whose
-    methods are all for the user."""
-
-    def __init__(self, job: Job, lineage: pl.DataFrame) -> None:
-        from crmframes._display.log import log_event  # display loads with the first job, not on import
-
-        self.job = job
-        self.id, self.target, self.state, self.hashes = job.id, job.target, job.state, job.hashes
-        self.retry, self.max_reject_rate = job.options.retry, job.options.max_reject_rate
-        self.journal = _journal.journal()
-        sent = lineage.filter(pl.col("partition").is_not_null())
-        self._lineage = {int(k[0]): v for k, v in sent.partition_by("partition", as_dict=True).items()}
-        # the rows the survey found unchanged: the job leaves the same ones out when it sends
-        self._skip = job.plan.unchanged.get_column("row").sort().to_numpy()
-        self.sinks: list[Sink] = [self.state.apply, self.journal.record, self._learn, log_event, *job.options.sinks]
-
-    # what the run sets on the job
-    @property
-    def context(self) -> Any:
-        return self.job.context
-
-    @property
-    def error(self) -> CrmError | None:
-        return self.job.error
-
-    @error.setter
-    def error(self, value: CrmError | None) -> None:
-        self.job.error = value
-
-    @property
-    def resend_in_doubt(self) -> bool:
-        return self.job.resend_in_doubt
-
-    def emit(self, event: Event) -> None:
-        for sink in self.sinks:
-            try:
-                sink(event)
-            except Exception:  # a display must never break a job
-                if sink is self.state.apply:
-                    raise
-                log.exception("crmframes: a progress sink failed on %s", type(event).__name__)
-
-    def _learn(self, e: Event) -> None:
-        """The baseline learns each row the vendor confirmed accepted, as its partition settles
-        (a crash keeps what was confirmed); the job's end folds the lot into one file."""
-        if isinstance(e, Settled) and e.state == FINISHED:
-            part = self._lineage.get(e.partition)
-            if part is None or "row_hash" not in part.columns or part.get_column("row_hash").null_count():
-                return
-            refused = e.faults.get_column("row") if e.faults is not None and e.faults.height else None
-            ok = part if refused is None else part.filter(~pl.col("row").is_in(refused.implode()))
-            _baseline.record(self.target, self.id, ok.get_column("key_hash"), ok.get_column("row_hash"))
-        elif isinstance(e, Stopped) and e.how == "done":
-            _baseline.compact(self.target)
-
-    def payload_iter(self) -> Generator[tuple[Payload, str], None, None]:
-        """Each payload with the hash of its body (checked against the plan's)."""
-        frame = self.job.frame
-        if frame is None:
-            unsent = sorted(p.partition for p in self.state.partitions.values() if p.state == PLANNED)
-            raise FrameError(
-                f"job {self.id} has {len(unsent)} partition(s) not sent yet ({unsent[:10]}); pass the "
-                f"same frame to send them: cf.resume({self.id!r}, frame)"
-            )
-        bodies = payloads(frame, self.target, chunk_rows=self.job.options.chunk_rows, skip_rows=self._skip)
-        return _hashed(bodies)
-
-    def lineage(self, partition: int) -> tuple[pl.Series, pl.Series | None]:
-        """The input rows of a partition, and the keys the vendor will echo for them."""
-        part = self._lineage[partition]
-        keys = part.get_column("key")
-        return part.get_column("row"), None if keys.null_count() == len(keys) else keys
-
-    def set_context(self, context: Any) -> None:
-        self.job.context = context
-        self.journal.set_context(self.id, context)
-
-    def stop_reason(self) -> tuple[str, str] | None:
-        """Why no further partition may be sent: cancelled, or the reject rate policy."""
-        if self.job.cancelled:
-            return "cancelled", "cancelled before sending"
-        if self.max_reject_rate is None:
-            return None
-        sent = rejected = 0
-        with self.state.lock:
-            for p in self.state.partitions.values():
-                if p.state == FINISHED:
-                    sent += p.rows
-                    rejected += count(p.faults, "rejected")
-                elif p.state in (FAILED, REFUSED):
-                    sent += p.rows
-                    rejected += p.rows
-        if sent and rejected / sent > self.max_reject_rate:
-            return (
-                "max_reject_rate",
-                f"not sent: the vendor rejected {rejected:,} of {sent:,} rows sent "
-                f"({rejected / sent:.0%}), over max_reject_rate={self.max_reject_rate:.0%}",
-            )
-        return None
-
-    def on_retry(self, partition: int | None) -> Callable[[str, str, float, int | None], None]:
-        def note(call: str, why: str, wait: float, status: int | None) -> None:
-            self.emit(RetryScheduled(self.id, _now(), partition, call, why, wait, status))
-
-        return note
-
-
-def _now() -> float:
-    return _engine.engine().clock.time()
+        return render.panel(self.state.snapshot(now()), self.counts())
 
 
 def submit(
@@ -672,9 +481,9 @@ def cutoff(value: str | float | dt.datetime | dt.date) -> float:
     a number of seconds, an ISO date, a date or a datetime (naive ones are UTC)."""
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return _now() - float(value)
+        return now() - float(value)
     if isinstance(value, str) and value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
-        return _now() - float(value[:-1]) * units[value[-1]]
+        return now() - float(value[:-1]) * units[value[-1]]
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = dt.datetime.fromisoformat(value)
@@ -733,50 +542,3 @@ def _rebuild_target(row: dict[str, Any], connection: Any) -> Target:
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     target: Target = cls(connection, **fields)  # type: ignore[call-arg]
     return target.with_limits(**limits) if limits else target
-
-
-def check_options(**given: Any) -> None:
-    """Every submit option's type and range, checked before anything runs (a ``ConfigError``
-    that names the option, what it got and what is allowed)."""
-    for name, value in given.items():
-        ok, allowed = _OPTION_RULES[name](value)
-        if not ok:
-            raise ConfigError(f"{name} must be {allowed}; got {value!r}")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-_OPTION_RULES: dict[str, Callable[[Any], tuple[bool, str]]] = {
-    "max_reject_rate": lambda v: (v is None or (_number(v) and 0 <= v <= 1), "None or a share of rows from 0 to 1"),
-    "retry": lambda v: (v is None or isinstance(v, RetryPolicy), "None or a cf.RetryPolicy(...)"),
-    "progress": lambda v: (
-        v is None or isinstance(v, bool) or v in ("widget", "tqdm"),
-        "True, False, None, 'widget' or 'tqdm'",
-    ),
-    "sinks": lambda v: (
-        not isinstance(v, (str, bytes)) and isinstance(v, Iterable) and all(callable(x) for x in v),
-        "a list of callables that take an event",
-    ),
-    "wait": lambda v: (isinstance(v, bool), "True or False"),
-    "check_account": lambda v: (isinstance(v, bool), "True or False"),
-    "skip_unchanged": lambda v: (isinstance(v, bool), "True or False"),
-    "chunk_rows": lambda v: (isinstance(v, int) and not isinstance(v, bool) and v >= 1, "rows per batch (an int >= 1)"),
-    "timeout": lambda v: (v is None or (_number(v) and v >= 0), "None or seconds (a number >= 0)"),
-}
-
-
-def _hashed(bodies: Generator[Payload, None, None]) -> Generator[tuple[Payload, str], None, None]:
-    """Each payload with its hash; closing this closes the encoder. No name holds the previous
-    body while the next is built (a ``for`` variable would: 50 MB more at the peak)."""
-    with contextlib.closing(bodies):
-        while True:
-            try:
-                yield _with_hash(next(bodies))
-            except StopIteration:
-                return
-
-
-def _with_hash(p: Payload) -> tuple[Payload, str]:
-    return p, body_hash(p.body)

@@ -6,6 +6,7 @@ Credentials and regions come from the same environment variables as the Python A
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,14 @@ from crmframes._pipeline import plan as plan_frame
 from crmframes._report import OUTCOMES
 from crmframes._target import Target, registered, target_class
 
-LIST_OPTIONS = {"fields", "transaction_fields", "embedded_fields", "columns"}
+
+def _list_options(cls: type[Target]) -> set[str]:
+    """The target's options that take column lists (typed ``tuple[str, ...]``): ``a,b,c``."""
+    return {f.name for f in dataclasses.fields(cls) if "tuple[" in str(f.type)}  # type: ignore[arg-type]
 
 
-def _value(key: str, raw: str) -> Any:
-    if key in LIST_OPTIONS:
+def _value(key: str, raw: str, lists: set[str]) -> Any:
+    if key in lists:
         return [v for v in raw.split(",") if v]
     if raw.lower() in ("true", "false"):
         return raw.lower() == "true"
@@ -42,12 +46,13 @@ def _connection(vendor: str, sandbox_url: str | None = None) -> Any:
 
 
 def build_target(name: str, options: list[str], sandbox_url: str | None = None) -> Target:
+    lists = _list_options(target_class(name))
     kwargs = {}
     for opt in options:
         key, sep, raw = opt.partition("=")
         if not sep:
             raise ConfigError(f"options are key=value; got {opt!r}")
-        kwargs[key.strip()] = _value(key.strip(), raw)
+        kwargs[key.strip()] = _value(key.strip(), raw, lists)
     return _build(name, kwargs, sandbox_url)
 
 
@@ -260,13 +265,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         summary = pl.DataFrame(rows).fill_null(0)
         order = ["target", "file", "partitions", *(o for o in OUTCOMES if o in summary.columns), "seconds"]
         print(summary.select(order))
-    print(
-        "sandbox now holds: "
-        f"{sum(len(b) for b in stored['dotdigital']['address_books'].values())} Dotdigital contacts, "
-        f"{sum(len(c) for c in stored['dotdigital']['collections'].values())} collection records, "
-        f"{sum(len(m) for m in stored['qualtrics']['mailing_lists'].values())} Qualtrics contacts, "
-        f"{len(stored['dengage']['contacts'])} D·engage contacts"
-    )
+    from crmframes.sandbox._app import VENDORS
+
+    print("sandbox now holds: " + ", ".join(v.holds(stored[v.KEY]) for v in VENDORS))
     return 0
 
 
@@ -316,7 +317,7 @@ def _knob_flags(sp: argparse.ArgumentParser) -> None:
         "--status",
         action="append",
         metavar="ENDPOINT=WORD",
-        help="end imports of an endpoint (contacts, transactional, insight, qualtrics) with this "
+        help="end imports of an endpoint (e.g. contacts, transactional, insight, qualtrics) with this "
         "status word, e.g. contacts=RejectedByWatchdog; repeat to mix words evenly",
     )
 

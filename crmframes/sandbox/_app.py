@@ -33,7 +33,7 @@ from crmframes.sandbox import _rules as R
 from crmframes.sandbox._state import BadRequest, Job, Knobs, SandboxState, pick
 
 # every module of the sandbox package not starting with "_" emulates one vendor: a new vendor
-# is a new module declaring KEY, CREDENTIALS, ENDPOINTS, STORE, PREFIXES, VARIANTS and routes()
+# is a new module declaring KEY, CREDENTIALS, ENDPOINTS, STORE, PREFIXES, VARIANTS, holds() and routes()
 VENDORS: tuple[ModuleType, ...] = tuple(
     importlib.import_module(f"{__package__}.{m.name}")
     for m in pkgutil.iter_modules([str(Path(__file__).parent)])

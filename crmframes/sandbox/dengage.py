@@ -182,6 +182,11 @@ def _error(sb: Sandbox, key: str, problem: str) -> Any:
     return f"contact_key '{key}': {problem}"
 
 
+def holds(store: dict[str, Any]) -> str:
+    """What the account holds, in words (``crmframes demo``)."""
+    return f"{len(store['contacts'])} D·engage contacts"
+
+
 def routes(sb: Sandbox) -> list[Route]:
     me = sys.modules[__name__]
 

@@ -638,6 +638,13 @@ def _nested_array(value: Any, in_list: bool = False) -> bool:
     return False
 
 
+def holds(store: dict[str, Any]) -> str:
+    """What the account holds, in words (``crmframes demo``)."""
+    contacts = sum(len(b) for b in store["address_books"].values())
+    records = sum(len(c) for c in store["collections"].values())
+    return f"{contacts} Dotdigital contacts, {records} collection records"
+
+
 def routes(sb: Sandbox) -> list[Route]:
     me = sys.modules[__name__]
 

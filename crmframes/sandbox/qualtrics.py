@@ -311,6 +311,11 @@ async def get_batch(sb: Sandbox, request: Request) -> Response:
     return ok({"batchId": bid, "transactionIds": []})
 
 
+def holds(store: dict[str, Any]) -> str:
+    """What the account holds, in words (``crmframes demo``)."""
+    return f"{sum(len(m) for m in store['mailing_lists'].values())} Qualtrics contacts"
+
+
 def routes(sb: Sandbox) -> list[Route]:
     me = sys.modules[__name__]
 

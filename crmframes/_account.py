@@ -13,7 +13,7 @@ import polars as pl
 
 from crmframes import _engine, _loop, _pipeline
 from crmframes._errors import AccountError, AuthenticationError
-from crmframes._pipeline import CHUNK_ROWS, PROBLEM_SCHEMA, Frame, schema_of
+from crmframes._pipeline import PROBLEM_SCHEMA, Frame, schema_of
 from crmframes._retry import RetryPolicy
 from crmframes._target import Problem, Target
 
@@ -41,7 +41,7 @@ def frame_of(found: list[Problem]) -> pl.DataFrame:
     )
 
 
-def validate(frame: Frame, target: Target, *, account: bool = False, chunk_rows: int = CHUNK_ROWS) -> pl.DataFrame:
+def validate(frame: Frame, target: Target, *, account: bool = False, chunk_rows: int | None = None) -> pl.DataFrame:
     """Problems as a frame ``(row, column, code, problem)``; empty means clean. ``account=True``
     adds what the account says (DESIGN §6), as rows with no row number; without it nothing
     is asked of the vendor."""

@@ -9,8 +9,25 @@ from collections.abc import Iterator
 import polars as pl
 
 Frame = pl.DataFrame | pl.LazyFrame
-CHUNK_ROWS = 49_152  # rows per batch: bounds the encoded columns in flight. Measured (1M rows, 2 encode
-# threads), D·engage eager peak / Insight time: 32k 1.2× / 0.80 s, 48k 1.4× / 0.75 s, 64k 2.0× / 0.72 s
+# Rows per batch, sized by encoded bytes: a batch's memory (its encoded rows and the
+# intermediates that build them) grows with its bytes, not its rows, and about six batches
+# are in flight (see _pipeline._encoded). Measured, 1M rows, peak above a warm process:
+# D·engage (243 B a row) 149 MB at 49,152 rows a batch, 55 MB at 16,384; Insight (283 B)
+# 241 → 168 MB; contacts (108 B) 171 → 107 MB; encoding time within noise.
+BATCH_BYTES = 4_000_000
+CHUNK_ROWS = 49_152  # at most, whatever the rows' size (the former fixed size)
+MIN_CHUNK_ROWS = 4_096  # at least, so very long rows still batch
+PROBE_ROWS = 2_048  # rows encoded up front to measure a row's bytes
+
+
+def rows_for(bytes_per_row: float) -> int:
+    """Rows per batch for rows of this encoded size (``BATCH_BYTES`` a batch)."""
+    return max(MIN_CHUNK_ROWS, min(CHUNK_ROWS, int(BATCH_BYTES / max(bytes_per_row, 1.0))))
+
+
+def head(frame: Frame, rows: int) -> pl.DataFrame:
+    """The first ``rows`` rows (a lazy frame reads only those)."""
+    return frame.head(rows) if isinstance(frame, pl.DataFrame) else frame.head(rows).collect()
 
 
 def schema_of(frame: Frame) -> pl.Schema:

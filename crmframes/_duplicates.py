@@ -9,13 +9,15 @@ import polars as pl
 from crmframes._batches import Frame
 from crmframes._target import Binding
 
-DUP_BUCKET_KEYS = 1_000_000  # keys hashed per duplicate-check pass: bounds its memory (see duplicates)
+# keys hashed per duplicate-check pass: bounds its memory (see duplicates). Measured on 1M
+# keys: 1,000,000 a pass 75 MB in 0.07 s; 250,000 (4 passes) 31 MB in 0.03 s; 100,000 24 MB
+DUP_BUCKET_KEYS = 250_000
 
 
 def duplicates(frame: Frame, binding: Binding) -> pl.DataFrame | None:
     """Keys that occur more than once, with the row of their first occurrence.
 
-    The check groups 64-bit hashes, not the strings (1M keys: 96 → 75 MB measured), in
+    The check groups 64-bit hashes, not the strings (1M keys in one pass: 96 → 75 MB measured), in
     passes over slices of the hash space of about ``DUP_BUCKET_KEYS`` keys each, so its
     memory does not grow with the input: a 10M-row file takes ten passes over its key
     column. Only the few hashes seen twice are then grouped by their real keys, so a

@@ -6,7 +6,6 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypedDict
 
-from crmframes._batches import CHUNK_ROWS
 from crmframes._errors import ConfigError, did_you_mean
 from crmframes._events import Sink
 from crmframes._retry import RetryPolicy
@@ -22,7 +21,7 @@ class SubmitOptions(TypedDict, total=False):
     progress: bool | str | None
     check_account: bool
     skip_unchanged: bool
-    chunk_rows: int
+    chunk_rows: int | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +34,7 @@ class Options:
     progress: bool | str | None = None
     check_account: bool = True
     skip_unchanged: bool = False
-    chunk_rows: int = CHUNK_ROWS
+    chunk_rows: int | None = None  # None: sized by the rows' encoded bytes (``_batches``)
 
     @classmethod
     def of(cls, given: Mapping[str, Any]) -> Options:
@@ -82,6 +81,9 @@ _OPTION_RULES: dict[str, Callable[[Any], tuple[bool, str]]] = {
     "wait": lambda v: (isinstance(v, bool), "True or False"),
     "check_account": lambda v: (isinstance(v, bool), "True or False"),
     "skip_unchanged": lambda v: (isinstance(v, bool), "True or False"),
-    "chunk_rows": lambda v: (isinstance(v, int) and not isinstance(v, bool) and v >= 1, "rows per batch (an int >= 1)"),
+    "chunk_rows": lambda v: (
+        v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "None or rows per batch (an int >= 1)",
+    ),
     "timeout": lambda v: (v is None or (_number(v) and v >= 0), "None or seconds (a number >= 0)"),
 }

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from crmframes import _buffers
-from crmframes._batches import CHUNK_ROWS, Frame, batches, schema_of
+from crmframes._batches import CHUNK_ROWS, PROBE_ROWS, Frame, batches, head, rows_for, schema_of
 from crmframes._buffers import Body, Pieces, Sizes, Written
 from crmframes._duplicates import duplicates
 from crmframes._errors import ColumnNotFoundError, FrameError, PayloadError
@@ -313,10 +313,22 @@ def _encode_batch(
     return done
 
 
+def batch_rows(frame: Frame, binding: Binding) -> int:
+    """Rows per batch for this frame and target (``_batches.rows_for``), from the encoded size
+    of its first rows."""
+    assert binding.encode is not None
+    sample = head(frame, PROBE_ROWS)
+    if sample.height == 0:
+        return CHUNK_ROWS
+    nulls = frozenset(c for c, k in zip(sample.columns, sample.null_count().row(0), strict=True) if k)
+    size = sample.select(binding.encode(nulls).str.len_bytes().mean()).item()
+    return rows_for(float(size or 0.0))
+
+
 def _encoded(
     frame: Frame,
     binding: Binding,
-    chunk_rows: int,
+    chunk_rows: int | None,
     fits_alone: Callable[[np.ndarray], np.ndarray],
     with_keys: bool,
     body: type[Body],
@@ -342,7 +354,7 @@ def _encoded(
     with ThreadPoolExecutor(workers, thread_name_prefix="crmframes-encode") as pool:
         dups = pool.submit(duplicates, frame, binding)  # first in the queue: no batch waits on a queued task
         try:
-            for batch in batches(frame, chunk_rows):
+            for batch in batches(frame, chunk_rows or batch_rows(frame, binding)):
                 if batch.height == 0:
                     continue
                 nulls = frozenset(c for c, k in zip(batch.columns, batch.null_count().row(0), strict=True) if k)
@@ -382,7 +394,7 @@ def run(
     binding: Binding,
     *,
     body: type[Body] = Sizes,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int | None = None,
     stats: _Pass | None = None,
     diff: Diff | None = None,
     hashed: Hashing | None = None,
@@ -458,7 +470,7 @@ def collect_problems(stats: _Pass, binding: Binding) -> pl.DataFrame:
 # --- the public verbs ----------------------------------------------------------
 
 
-def validate(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> pl.DataFrame:
+def validate(frame: Frame, target: Target, *, chunk_rows: int | None = None) -> pl.DataFrame:
     """Problems as a frame ``(row, column, code, problem)``; empty means clean."""
     import numpy as np
 
@@ -468,7 +480,7 @@ def validate(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> p
         # The frame cannot be encoded; still report every row-level problem we can check,
         # repeated keys included, so fixing the frame reveals no new ones
         dups = duplicates(frame, binding)
-        for batch in batches(frame, chunk_rows):
+        for batch in batches(frame, chunk_rows or CHUNK_ROWS):
             rows = np.arange(stats.input_rows, stats.input_rows + batch.height, dtype=np.int64)
             stats.input_rows += batch.height
             problems, _ = _row_problems(batch, binding, rows, dups)
@@ -480,7 +492,7 @@ def validate(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS) -> p
     return collect_problems(stats, binding)
 
 
-def plan(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS, skip_unchanged: bool = False) -> Plan:
+def plan(frame: Frame, target: Target, *, chunk_rows: int | None = None, skip_unchanged: bool = False) -> Plan:
     """One row per request that would be sent. ``skip_unchanged``: leave out the rows whose key
     and exact encoded bytes equal what the vendor last accepted for this destination."""
     binding = bind(frame, target)
@@ -531,7 +543,7 @@ class _Summary:
 
 
 def payloads(
-    frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS, skip_rows: np.ndarray | None = None
+    frame: Frame, target: Target, *, chunk_rows: int | None = None, skip_rows: np.ndarray | None = None
 ) -> Generator[Payload, None, None]:
     """Lazily yield every request body; the frame is read once, one batch at a time.
     ``skip_rows``: input rows a job's survey found unchanged (sorted), left out the same way."""
@@ -542,7 +554,7 @@ def payloads(
 
 
 def _payloads(
-    frame: Frame, binding: Binding, chunk_rows: int, diff: Diff | None = None
+    frame: Frame, binding: Binding, chunk_rows: int | None, diff: Diff | None = None
 ) -> Generator[Payload, None, None]:
     for i, closed in enumerate(run(frame, binding, body=Written, chunk_rows=chunk_rows, diff=diff)):
         yield _payload(i, closed, binding)  # no local keeps the body once the caller lets it go
@@ -568,7 +580,7 @@ def body_hash(*chunks: bytes | memoryview) -> str:
     return digest.hexdigest()
 
 
-def survey(frame: Frame, target: Target, *, chunk_rows: int = CHUNK_ROWS, skip_unchanged: bool = False) -> Survey:
+def survey(frame: Frame, target: Target, *, chunk_rows: int | None = None, skip_unchanged: bool = False) -> Survey:
     """The plan, each partition's content hash, and the lineage: every row's partition, key
     and (for the baseline) key and row hashes."""
     import numpy as np

@@ -85,3 +85,21 @@ def test_lazy_parquet_scans_are_read_slice_by_slice_only_when_each_slice_reads_i
     assert not _sliceable(lf.sort("a"), 4) and not _sliceable(pl.scan_csv(tmp_path / "t.csv"), 4)
     assert [b["a"].to_list() for b in _batches(lf, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert [b["a"].to_list() for b in _batches(lf.filter(pl.col("a") > 6), 4)] == [[7, 8, 9]]
+
+
+def test_batches_are_sized_by_encoded_bytes_and_the_bodies_do_not_depend_on_it():
+    import crmframes as cf
+    from crmframes._batches import CHUNK_ROWS, MIN_CHUNK_ROWS, rows_for
+    from crmframes._pipeline import batch_rows, bind
+
+    t = cf.Dotdigital("u@example.com", "pw").contacts(1)
+    short = pl.DataFrame({"email": [f"u{i}@x.io" for i in range(3000)]})
+    long = short.with_columns(NOTE=pl.lit("x" * 2000))
+    assert batch_rows(long, bind(long, t)) < batch_rows(short, bind(short, t)) <= CHUNK_ROWS
+    assert rows_for(10**9) == MIN_CHUNK_ROWS and rows_for(1) == CHUNK_ROWS and rows_for(0) == CHUNK_ROWS
+    assert batch_rows(short.head(0), bind(short, t)) == CHUNK_ROWS
+    for frame in (long, long.lazy()):
+        small = t.with_limits(max_bytes=500_000)  # several requests, cut across batches
+        sized = [(p.rows.to_list(), p.body) for p in cf.payloads(frame, small)]
+        fixed = [(p.rows.to_list(), p.body) for p in cf.payloads(frame, small, chunk_rows=7)]
+        assert sized == fixed and len(sized) > 1

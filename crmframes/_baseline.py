@@ -18,6 +18,7 @@ baseline hashed by another version is ignored (every row reads changed), never t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -61,16 +62,44 @@ class Known:
     job: np.ndarray  # uint32 index into ``jobs``
     jobs: list[tuple[str, float]]  # (job id, when written)
 
-    def find(self, key_hash: np.ndarray) -> np.ndarray:
-        """Where each key would sit in the sorted keys. The queries are looked up in sorted
-        order: the same binary searches touch memory in order, 2.3× faster for random keys
-        (1M keys into 1M: 0.09 s against 0.20 s)."""
+    @functools.cached_property
+    def _index(self) -> tuple[np.ndarray, np.uint64, int]:
+        """Where each slice of the hash space starts in the sorted keys (about four keys a
+        slice; the hashes are uniform), the shift that maps a hash to its slice, and the
+        binary-search steps the fullest slice needs."""
         import numpy as np
 
-        order = np.argsort(key_hash, kind="stable")
-        at = np.empty(len(key_hash), dtype=np.int64)
-        at[order] = np.searchsorted(self.key_hash, key_hash[order])
-        return np.minimum(at, max(len(self.key_hash) - 1, 0))
+        n = len(self.key_hash)
+        bits = max(1, min(32, int(np.log2(max(n, 8) / 4))))
+        shift = np.uint64(64 - bits)
+        starts = np.searchsorted(self.key_hash, np.arange(2**bits, dtype=np.uint64) << shift)
+        starts = np.append(starts, n).astype(np.int32 if n < 2**31 else np.int64)
+        steps = int(np.ceil(np.log2(int(np.diff(starts).max(initial=0)) + 1)))
+        return starts, shift, steps
+
+    def find(self, key_hash: np.ndarray) -> np.ndarray:
+        """Where each key would sit in the sorted keys (its leftmost place, at most the last).
+
+        A query's slice of the hash space bounds its place to a few keys, found by a short
+        vectorised binary search: batch size does not change the cost per key, unlike one
+        ``searchsorted`` over all keys (1M keys, 14k-row batches: 0.065 s against 0.112;
+        10M keys: 0.09 against 0.47, plus 0.08 once to build the index)."""
+        import numpy as np
+
+        n = len(self.key_hash)
+        if n == 0:
+            return np.zeros(len(key_hash), dtype=np.int64)
+        starts, shift, steps = self._index
+        q = key_hash.astype(np.uint64, copy=False)
+        slot = (q >> shift).astype(np.int64)
+        lo, hi = starts[slot].astype(np.int64), starts[slot + 1].astype(np.int64)
+        for _ in range(steps):
+            mid = (lo + hi) >> 1
+            below = self.key_hash[np.minimum(mid, n - 1)] < q
+            open_ = lo < hi
+            lo = np.where(open_ & below, mid + 1, lo)
+            hi = np.where(open_ & ~below, mid, hi)
+        return np.minimum(lo, n - 1)
 
     def unchanged(self, key_hash: np.ndarray, row_hash: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
         """Mask of rows whose key the baseline holds with the same row hash."""
@@ -81,9 +110,13 @@ class Known:
         at = self.find(key_hash) if at is None else at
         return (self.key_hash[at] == key_hash) & (self.row_hash[at] == row_hash)
 
+    @functools.cached_property
+    def _job_ids(self) -> pl.Series:
+        return pl.Series("job_id", [j for j, _ in self.jobs], dtype=pl.String)
+
     def written_by(self, at: np.ndarray) -> pl.Series:
         """The job that wrote the keys at these places, gathered without a Python loop."""
-        return pl.Series("job_id", [j for j, _ in self.jobs], dtype=pl.String).gather(self.job[at])
+        return self._job_ids.gather(self.job[at])
 
 
 def _meta(path: Path) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import crmframes as cf
 from crmframes import _baseline
@@ -287,3 +289,19 @@ def test_sigkill_during_a_skip_unchanged_run_keeps_only_what_was_confirmed(tmp_p
         book = sb.state(settled=True)["dotdigital"]["address_books"]["77"]
     assert again.status().height == 1 and again.counts()["unchanged"] == 196  # only the rejected row went again
     assert set(book.values()) == {1} and len(book) == 196, "nothing lost, nothing written twice"
+
+
+@given(
+    keys=st.lists(st.integers(0, 2**64 - 1), max_size=3000, unique=True),
+    queries=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=200),
+    picks=st.lists(st.integers(0, 10**6), max_size=50),
+)
+@settings(max_examples=150, deadline=None)
+def test_a_baseline_finds_each_key_where_a_binary_search_over_all_keys_does(keys, queries, picks):
+    import numpy as np
+
+    k = np.sort(np.array(keys, dtype=np.uint64))
+    known = _baseline.Known(k, k, np.zeros(len(k), np.uint32), [("job", 0.0)])
+    q = np.array(queries + [keys[p % len(keys)] for p in picks if keys], dtype=np.uint64)
+    expected = np.minimum(np.searchsorted(k, q), max(len(k) - 1, 0)) if len(k) else np.zeros(len(q), np.int64)
+    assert known.find(q).tolist() == expected.tolist()

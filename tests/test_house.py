@@ -191,3 +191,46 @@ def test_a_job_waited_from_its_own_sink_is_a_usage_error():
     assert isinstance(err, cf.CrmError) and issubclass(cf.NotATargetError, (cf.CrmError, TypeError))
     with pytest.raises(cf.NotATargetError):
         pl.DataFrame({"a": [1]}).crm.plan("dotdigital.contacts")  # type: ignore[arg-type]
+
+
+def test_a_vendor_declared_in_one_module_is_found_by_the_cli_resume_and_cf(monkeypatch):
+    """What a new vendor module declares is all the CLI, ``cf.resume`` and ``cf.<Vendor>``
+    need: nothing else lists vendors (here the module is this test's body)."""
+    import json
+    from dataclasses import dataclass, field
+
+    from crmframes import _connection, _job, _target
+    from crmframes._connection import Connection, register_connection
+    from crmframes._target import Example, Limits, Target, register
+
+    monkeypatch.setattr(_connection, "_CONNECTIONS", dict(connections()))
+    monkeypatch.setattr(_target, "_REGISTRY", dict(cf.targets()))
+
+    @register_connection
+    class Acme(Connection):
+        key = "acme"
+        vendor = "Acme"
+        timeout = 30.0
+
+        def __init__(self, token: str | None = None, *, base_url: str = "https://api.acme.test") -> None:
+            self.token, self.base_url = token, base_url
+
+        def members(self, list_id: str) -> AcmeMembers:
+            return AcmeMembers(self, list_id)
+
+    @register
+    @dataclass(frozen=True)
+    class AcmeMembers(Target):
+        name = "acme.members"
+        limits = Limits(1000, 10, 2, None, "list_id", 1.0)
+        example = Example("contacts.csv", {"list_id": "L1"})
+        connection: Acme = field(compare=False)
+        list_id: str
+
+    assert cf.Acme is Acme and "Acme" in dir(cf)
+    built = cli.build_target("acme.members", ["list_id=L7"])
+    assert isinstance(built, AcmeMembers) and built.list_id == "L7"
+    assert built.concurrency_key().endswith("|L7")  # the scope its limits name
+    saved = {"target": "acme.members", "connection": json.dumps({"class": "Acme", "base_url": "https://x.test"})}
+    rebuilt = _job._rebuild_target({**saved, "options": json.dumps({"list_id": "L9"})}, None)
+    assert isinstance(rebuilt.connection, Acme) and rebuilt.connection.base_url == "https://x.test"

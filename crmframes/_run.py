@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from crmframes._events import JobState
-    from crmframes._flow import Submission
+    from crmframes._flow import Request, Submission
     from crmframes._plan import Payload
     from crmframes._retry import RetryPolicy
     from crmframes._target import Target
@@ -253,10 +253,15 @@ class Run:
         with slot:
             try:
                 if payload is not None:
-                    sent = await self.submit_one(partition, payload, slot)
-                    del payload
-                    if not sent:  # a synchronous answer was the whole outcome
-                        return
+                    self.emit(Sending(job.id, self.now(), partition))
+                    req = self.target.submit_request(payload.body, payload.content_type, job.context)
+                    # the body can be 50 MB: from here only the request holds it, until it is sent
+                    # (a Qualtrics request is a copy with its batch id: the planned body goes now)
+                    payload = None
+                    tracked = await self.submit_one(partition, req, slot)
+                    del req  # sent: the import is tracked without its body
+                    if not tracked:
+                        return  # a synchronous answer was the whole outcome
                 await self.track_one(partition, slot)
             except InDoubt as e:
                 self.emit(Settled(job.id, self.now(), partition, IN_DOUBT, message=str(e)))
@@ -277,13 +282,10 @@ class Run:
                         self.emit(Requeued(job.id, self.now(), partition, str(e)))
                     raise
 
-    async def submit_one(self, partition: int, payload: Payload, slot: Slot) -> bool:
-        """Send one partition's body. True when the vendor took it as an import to track."""
+    async def submit_one(self, partition: int, req: Request, slot: Slot) -> bool:
+        """Send one partition's request. True when the vendor took it as an import to track."""
         job, target = self.job, self.target
         retry = job.on_retry(partition)
-        self.emit(Sending(job.id, self.now(), partition))
-        req = target.submit_request(payload.body, payload.content_type, job.context)
-        del payload  # the body can be 50 MB: only the request holds it, until it is sent
         send = asyncio.ensure_future(
             self.eng.call(
                 self.session,
@@ -293,7 +295,6 @@ class Run:
                 on_retry=lambda why, w, st: retry("submit", why, w, st),
             )
         )
-        del req
         try:
             reply = await asyncio.shield(send)
         except asyncio.CancelledError:

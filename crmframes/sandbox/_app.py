@@ -204,6 +204,15 @@ class Sandbox:
         except (ValueError, UnicodeDecodeError):
             raise BadRequest(bad) from None
 
+    def endpoint(self, vendor: ModuleType, handler: Any) -> Any:
+        """A route's endpoint for ``handler(sandbox, request)``: the vendor's authorisation
+        first, and its refusals (``BadRequest``) answered in its own shape."""
+
+        async def endpoint(request: Request) -> Response:
+            return await self.guarded(request, vendor, lambda: handler(self, request))
+
+        return endpoint
+
     async def guarded(self, request: Request, vendor: ModuleType, handler: Any) -> Response:
         denied = vendor.authorised(self, request)
         if denied is not None:

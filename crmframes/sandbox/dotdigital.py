@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
+import functools
 import io
 import json
 import re
@@ -646,13 +647,7 @@ def holds(store: dict[str, Any]) -> str:
 
 
 def routes(sb: Sandbox) -> list[Route]:
-    me = sys.modules[__name__]
-
-    def bound(handler: Any) -> Any:
-        async def endpoint(request: Request) -> Response:
-            return await sb.guarded(request, me, lambda: handler(sb, request))
-
-        return endpoint
+    bound = functools.partial(sb.endpoint, sys.modules[__name__])
 
     return [
         Route(

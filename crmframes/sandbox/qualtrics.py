@@ -9,6 +9,7 @@ choices are in ``_rules``.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import uuid
@@ -317,13 +318,7 @@ def holds(store: dict[str, Any]) -> str:
 
 
 def routes(sb: Sandbox) -> list[Route]:
-    me = sys.modules[__name__]
-
-    def bound(handler: Any) -> Any:
-        async def endpoint(request: Request) -> Response:
-            return await sb.guarded(request, me, lambda: handler(sb, request))
-
-        return endpoint
+    bound = functools.partial(sb.endpoint, sys.modules[__name__])
 
     base = "/API/v3/directories/{dir}"
     return [

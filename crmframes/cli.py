@@ -322,6 +322,20 @@ def _knob_flags(sp: argparse.ArgumentParser) -> None:
     )
 
 
+def _target_flags(sp: argparse.ArgumentParser) -> None:
+    """``--to TARGET`` and its ``-o key=value`` options."""
+    names = sorted(registered())
+    sp.add_argument("--to", required=True, choices=names, metavar="TARGET", help="one of: " + ", ".join(names))
+    sp.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="target option, e.g. -o address_book_id=123 -o fields=a,b",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crmframes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -331,21 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("file", help=".csv, .parquet or .ndjson (read lazily)")
-        sp.add_argument(
-            "--to",
-            required=True,
-            choices=sorted(registered()),
-            metavar="TARGET",
-            help="one of: " + ", ".join(sorted(registered())),
-        )
-        sp.add_argument(
-            "-o",
-            "--option",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="target option, e.g. -o address_book_id=123 -o fields=a,b",
-        )
+        _target_flags(sp)
         if name == "plan":
             sp.add_argument(
                 "--skip-unchanged",
@@ -362,14 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         sp.set_defaults(fn=fn)
     sp = sub.add_parser("submit", help="send a file to a target and print status and report")
     sp.add_argument("file", help=".csv, .parquet or .ndjson (read lazily)")
-    sp.add_argument(
-        "--to",
-        required=True,
-        choices=sorted(registered()),
-        metavar="TARGET",
-        help="one of: " + ", ".join(sorted(registered())),
-    )
-    sp.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
+    _target_flags(sp)
     sp.add_argument("--sandbox", action="store_true", help="send to the embedded sandbox, not the vendor")
     sp.add_argument("--report", metavar="PATH", help="write the report (.csv or .parquet)")
     sp.add_argument(
@@ -384,14 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     _knob_flags(sp)
     sp.set_defaults(fn=cmd_submit)
     sp = sub.add_parser("baseline", help="what the vendor is known to hold for a destination (skip_unchanged)")
-    sp.add_argument(
-        "--to",
-        required=True,
-        choices=sorted(registered()),
-        metavar="TARGET",
-        help="one of: " + ", ".join(sorted(registered())),
-    )
-    sp.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
+    _target_flags(sp)
     sp.add_argument("--reset", action="store_true", help="forget it: the next skip-unchanged run sends every row")
     sp.set_defaults(fn=cmd_baseline)
     sp = sub.add_parser("jobs", help="list the journalled jobs")

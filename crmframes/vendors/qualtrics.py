@@ -6,7 +6,6 @@ Contract and sources: shared/vendors/CONTRACTS.md §4.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -102,7 +101,7 @@ class Qualtrics(Connection):
     @classmethod
     def from_environment(cls) -> Qualtrics:
         # planning needs no host; a datacenter is only needed to send
-        return cls(datacenter=os.environ.get("QUALTRICS_DATACENTER") or "fra1")
+        return cls(datacenter=option(None, "QUALTRICS_DATACENTER", "fra1"))
 
     def __init__(
         self, token: str | Secret | None = None, *, datacenter: str | None = None, base_url: str | None = None
@@ -565,49 +564,26 @@ def _account(t: QualtricsTransactionContacts) -> Generator[Step, Reply | None, l
     """1 call, ``GET /directories/{dir}/mailinglists/{list}`` (2 with a ``batch_id``:
     ``GET /directories/{dir}/transactionbatches/{batch}``), cached a minute. Qualtrics takes
     an import into a missing list or batch and creates nothing (seed FAQ): ask first."""
-    found = []
-    reply = yield from call(
-        Request(
-            "GET",
-            f"/API/v3/directories/{t.directory_id}/mailinglists/{t.mailing_list_id}",
-            "account",
-            answered=frozenset({400, 404}),
-            cache=60.0,
-        )
-    )
-    if reply.status != 200:
-        found.append(
-            Problem(
-                None,
-                None,
-                "unknown_destination",
-                (
-                    f"Qualtrics has no mailing list {t.mailing_list_id} in directory {t.directory_id} (HTTP {reply.status}): "
-                    "check directory_id and mailing_list_id."
-                ),
-            )
-        )
+    base = f"/API/v3/directories/{t.directory_id}"
+    wanted = [
+        (
+            f"{base}/mailinglists/{t.mailing_list_id}",
+            f"mailing list {t.mailing_list_id}",
+            "check directory_id and mailing_list_id.",
+        ),
+    ]
     if t.batch_id:
-        reply = yield from call(
-            Request(
-                "GET",
-                f"/API/v3/directories/{t.directory_id}/transactionbatches/{t.batch_id}",
-                "account",
-                answered=frozenset({400, 404}),
-                cache=60.0,
+        wanted.append(
+            (
+                f"{base}/transactionbatches/{t.batch_id}",
+                f"transaction batch {t.batch_id}",
+                "no transaction would be created; check batch_id, or leave it out to have one made for the job.",
             )
         )
+    found = []
+    for path, what, fix in wanted:
+        reply = yield from call(Request("GET", path, "account", answered=frozenset({400, 404}), cache=60.0))
         if reply.status != 200:
-            found.append(
-                Problem(
-                    None,
-                    None,
-                    "unknown_destination",
-                    (
-                        f"Qualtrics has no transaction batch {t.batch_id} in directory {t.directory_id} (HTTP "
-                        f"{reply.status}), so no transaction would be created: check batch_id, or leave it out to have "
-                        "one made for the job."
-                    ),
-                )
-            )
+            problem = f"Qualtrics has no {what} in directory {t.directory_id} (HTTP {reply.status}): {fix}"
+            found.append(Problem(None, None, "unknown_destination", problem))
     return found

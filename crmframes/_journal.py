@@ -27,6 +27,7 @@ import polars as pl
 
 from crmframes import _events as ev
 from crmframes._flow import Fault
+from crmframes._report import FAULT_SCHEMA
 from crmframes._target import Target
 
 SCHEMA = """
@@ -327,8 +328,6 @@ class Journal:
             if state in ev.SETTLED:
                 faults = self.faults(job_id, i)
                 if faults is None and state == ev.FINISHED:  # no file: the vendor named no row
-                    from crmframes._report import FAULT_SCHEMA
-
                     faults = pl.DataFrame(schema=FAULT_SCHEMA)
                 yield ev.Settled(
                     job_id,

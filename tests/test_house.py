@@ -18,7 +18,7 @@ from crmframes import _engine, cli
 from crmframes._connection import connection_class, connections
 from crmframes._flow import Call, Reply, Request
 from crmframes.sandbox import CREDS, Sandbox
-from tests.conftest import sample
+from tests.conftest import sample, sandbox
 from tests.test_engine_e2e import CASES
 
 
@@ -89,13 +89,17 @@ def test_a_flow_is_closed_when_its_call_fails():
 
     eng = _failing_engine(httpx.ConnectError("down"))
     conn = cf.Dotdigital("u@example.com", "pw", base_url="https://r1-api.dotdigital.com")
+    running = flow()  # held here, so only the engine can close it (not the garbage collector)
 
     async def go() -> None:
-        await eng.drive(flow(), eng.session(conn), cf.RetryPolicy(attempts=1))  # type: ignore[arg-type]
+        try:
+            await eng.drive(running, eng.session(conn), cf.RetryPolicy(attempts=1))  # type: ignore[arg-type]
+        finally:
+            await eng.close_all()
 
     with pytest.raises(cf.VendorError):
         asyncio.run(go())
-    assert closed == [True]
+    assert closed == [True] and running.gi_frame is None  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("base_url", "scale"), [("http://127.0.0.1:8", 0.001), ("https://r1-api.dotdigital.com", 1.0)])
@@ -118,9 +122,10 @@ def test_only_the_loopback_sandbox_may_scale_vendor_time(base_url: str, scale: f
 
 def test_the_read_timeout_is_the_connections_own():
     eng = _engine.Engine()
-    for cls in connections().values():
-        conn = cls.from_environment()
-        assert eng.session(conn).client.timeout.read == cls.timeout
+    held = [cls.from_environment() for cls in connections().values()]
+    for conn in held:
+        assert eng.session(conn).client.timeout.read == type(conn).timeout
+    asyncio.run(eng.close_all())
     assert cf.Dotdigital.timeout == 121.0  # CONTRACTS §1
 
 
@@ -186,11 +191,31 @@ def test_importing_crmframes_loads_no_display_and_no_vendor_module():
     assert out.stdout.strip() == "[]"
 
 
-def test_a_job_waited_from_its_own_sink_is_a_usage_error():
-    err = cf.UsageError("x")
-    assert isinstance(err, cf.CrmError) and issubclass(cf.NotATargetError, (cf.CrmError, TypeError))
-    with pytest.raises(cf.NotATargetError):
+def test_waiting_on_a_job_from_its_own_sink_is_a_usage_error():
+    from crmframes import _events as ev
+
+    raised: list[Exception] = []
+    holder: list[cf.Job] = []
+
+    def sink(e: object) -> None:
+        if isinstance(e, ev.Submitted) and holder and not raised:
+            try:
+                holder[0].wait()
+            except cf.UsageError as err:  # a CrmError: the sink is on the engine's own loop
+                raised.append(err)
+
+    with sandbox(job_duration=0.05, time_scale=0.001) as sb:
+        job = cf.Job(sample("contacts.csv"), sb.dotdigital().contacts(1001), sinks=[sink], progress=False)
+        holder.append(job)
+        job.wait()
+    assert job.done and len(raised) == 1 and "own engine loop" in str(raised[0])
+    assert isinstance(raised[0], cf.CrmError)
+
+
+def test_a_frame_method_given_no_target_is_a_crm_error_and_a_type_error():
+    with pytest.raises(cf.NotATargetError) as err:
         pl.DataFrame({"a": [1]}).crm.plan("dotdigital.contacts")  # type: ignore[arg-type]
+    assert isinstance(err.value, cf.CrmError) and isinstance(err.value, TypeError)
 
 
 def test_a_vendor_declared_in_one_module_is_found_by_the_cli_resume_and_cf(monkeypatch):
